@@ -1,0 +1,2 @@
+-- placeholder: replaced by the guard work
+CREATE SCHEMA IF NOT EXISTS backstop;

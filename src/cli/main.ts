@@ -1,0 +1,12 @@
+/** Entry point of the `backstop` command. Each command lives in commands/. */
+import { createProgram, reportFailure } from './program.js';
+import { registerInstallCommands } from './commands/install.js';
+
+const program = createProgram();
+registerInstallCommands(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  process.exitCode = reportFailure(error);
+}

@@ -1,0 +1,86 @@
+/**
+ * Typed errors. Every error Backstop raises on purpose is a BackstopError: it carries a stable
+ * `code`, a one-line message that says what went wrong, a `hint` that says what to do next, and
+ * the underlying `cause`. The CLI prints message and hint and exits with `exitCode`.
+ */
+export interface BackstopErrorOptions {
+  hint?: string;
+  cause?: unknown;
+  exitCode?: number;
+}
+
+export class BackstopError extends Error {
+  readonly code: string;
+  readonly hint: string | undefined;
+  readonly exitCode: number;
+
+  constructor(code: string, message: string, options: BackstopErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.hint = options.hint;
+    this.exitCode = options.exitCode ?? 1;
+  }
+}
+
+/** Bad flags, URLs or settings: the user must change the invocation. Exit code 2. */
+export class ConfigError extends BackstopError {
+  constructor(message: string, options: BackstopErrorOptions = {}) {
+    super('config', message, { exitCode: 2, ...options });
+  }
+}
+
+/** The database could not be reached or refused an operation. */
+export class DatabaseError extends BackstopError {
+  constructor(message: string, options: BackstopErrorOptions = {}) {
+    super('database', message, options);
+  }
+}
+
+/** The connected role lacks a privilege Backstop needs. */
+export class PrivilegeError extends BackstopError {
+  constructor(message: string, options: BackstopErrorOptions = {}) {
+    super('privilege', message, options);
+  }
+}
+
+/** Object storage (S3 or the local folder) failed or is unreachable. */
+export class StorageError extends BackstopError {
+  constructor(message: string, options: BackstopErrorOptions = {}) {
+    super('storage', message, options);
+  }
+}
+
+/** A snapshot could not be captured, or a stored snapshot is not what its manifest says. */
+export class SnapshotError extends BackstopError {
+  constructor(message: string, options: BackstopErrorOptions = {}) {
+    super('snapshot', message, options);
+  }
+}
+
+/** A checksum, row count or content hash did not match. */
+export class VerificationError extends BackstopError {
+  constructor(message: string, options: BackstopErrorOptions = {}) {
+    super('verification', message, options);
+  }
+}
+
+/** Something the user named (snapshot, table, request) does not exist. */
+export class NotFoundError extends BackstopError {
+  constructor(message: string, options: BackstopErrorOptions = {}) {
+    super('not_found', message, options);
+  }
+}
+
+/** The operation would overwrite or conflict with something that exists. */
+export class ConflictError extends BackstopError {
+  constructor(message: string, options: BackstopErrorOptions = {}) {
+    super('conflict', message, options);
+  }
+}
+
+/** Message of any thrown value, for logs and wrapped errors. */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
+}

@@ -1,0 +1,115 @@
+/**
+ * `backstop install` / `backstop uninstall`: apply the numbered migrations in migrations/ (each
+ * one runs a file from sql/) with node-pg-migrate, keeping its bookkeeping in
+ * backstop.migrations. All pending migrations run in one transaction: an error leaves nothing
+ * behind. Running install twice is a no-op.
+ */
+import { readFile, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import type pg from 'pg';
+import { runner } from 'node-pg-migrate';
+import { DatabaseError, describeError } from '../errors/index.js';
+import { silentLogger, type Logger } from '../log/logger.js';
+import { assertCanInstall } from './privileges.js';
+import { migrationsDir, sqlDir } from './paths.js';
+
+export const MIGRATIONS_SCHEMA = 'backstop';
+export const MIGRATIONS_TABLE = 'migrations';
+
+export interface InstallResult {
+  applied: string[];
+  dblink: boolean;
+}
+
+export interface InstallOptions {
+  logger?: Logger;
+}
+
+/** Migration names in order (file names without extension), as node-pg-migrate sees them. */
+export async function listMigrations(): Promise<string[]> {
+  const files = await readdir(migrationsDir);
+  return files
+    .filter((file) => file.endsWith('.js') && !file.startsWith('.'))
+    .map((file) => file.replace(/\.js$/, ''))
+    .sort();
+}
+
+async function appliedMigrations(client: pg.Client): Promise<Set<string>> {
+  const { rows } = await client.query<{ exists: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS exists`, [
+    `${MIGRATIONS_SCHEMA}.${MIGRATIONS_TABLE}`,
+  ]);
+  if (!rows[0]?.exists) return new Set();
+  const applied = await client.query<{ name: string }>(`SELECT name FROM backstop.migrations`);
+  return new Set(applied.rows.map((row) => row.name));
+}
+
+/** The SQL file a migration runs: migrations/0001_core.js runs sql/0001_core.sql. */
+export async function migrationSql(name: string): Promise<string> {
+  return readFile(path.join(sqlDir, `${name}.sql`), 'utf8');
+}
+
+async function dblinkInstalled(client: pg.Client): Promise<boolean> {
+  const { rows } = await client.query<{ installed: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'dblink') AS installed`,
+  );
+  return rows[0]!.installed;
+}
+
+export async function install(client: pg.Client, options: InstallOptions = {}): Promise<InstallResult> {
+  const logger = options.logger ?? silentLogger;
+  await assertCanInstall(client);
+  const before = await appliedMigrations(client);
+  try {
+    await runner({
+      dbClient: client,
+      dir: migrationsDir,
+      direction: 'up',
+      migrationsSchema: MIGRATIONS_SCHEMA,
+      migrationsTable: MIGRATIONS_TABLE,
+      createMigrationsSchema: true,
+      singleTransaction: true,
+      checkOrder: true,
+      log: (message: string) => logger.debug(message),
+    });
+  } catch (error) {
+    throw new DatabaseError(`install failed and was rolled back: ${describeError(error)}`, {
+      cause: error,
+      hint: 'nothing was changed; fix the cause above and run backstop install again',
+    });
+  }
+  const after = await appliedMigrations(client);
+  const applied = [...after].filter((name) => !before.has(name)).sort();
+  return { applied, dblink: await dblinkInstalled(client) };
+}
+
+/**
+ * The SQL that install would run, as one script a DBA can review and apply with psql (for
+ * managed services where they prefer to run DDL themselves). Includes the bookkeeping rows so a
+ * later `backstop install` sees the migrations as applied.
+ */
+export async function installScript(client: pg.Client | null): Promise<string> {
+  const applied = client ? await appliedMigrations(client) : new Set<string>();
+  const pending = (await listMigrations()).filter((name) => !applied.has(name));
+  if (pending.length === 0) return '-- Backstop is installed and up to date: nothing to run.\n';
+  const parts = ['BEGIN;', `CREATE SCHEMA IF NOT EXISTS ${MIGRATIONS_SCHEMA};`,
+    `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_SCHEMA}.${MIGRATIONS_TABLE} (id SERIAL PRIMARY KEY, name varchar(255) NOT NULL, run_on timestamp NOT NULL);`];
+  for (const name of pending) {
+    parts.push(`-- migration ${name}`, (await migrationSql(name)).trim(), `INSERT INTO ${MIGRATIONS_SCHEMA}.${MIGRATIONS_TABLE} (name, run_on) VALUES ('${name.replace(/'/g, "''")}', now());`);
+  }
+  parts.push('COMMIT;');
+  return `${parts.join('\n\n')}\n`;
+}
+
+/** Remove every Backstop object (sql/uninstall.sql); user tables and their data stay. */
+export async function uninstall(client: pg.Client): Promise<void> {
+  await assertCanInstall(client);
+  const script = await readFile(path.join(sqlDir, 'uninstall.sql'), 'utf8');
+  try {
+    await client.query('BEGIN');
+    await client.query(script);
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw new DatabaseError(`uninstall failed and was rolled back: ${describeError(error)}`, { cause: error });
+  }
+}

@@ -1,0 +1,3 @@
+import { makeGlobalSetup } from './global-setup.js';
+
+export default makeGlobalSetup(17);
