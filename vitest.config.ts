@@ -24,6 +24,7 @@ const shared = {
 export default defineConfig({
   test: {
     pool: 'forks',
+    reporters: ['default', './test/support/summary-reporter.ts'],
     maxWorkers: 3,
     projects: [
       { test: { ...shared, name: 'pg17', globalSetup: ['test/support/global-setup-pg17.ts'] } },
