@@ -1,0 +1,153 @@
+/**
+ * One request, end to end: claim → parse → resolve targets → gate → capture → decide.
+ * Whatever happens, a claimed request ends decided (approved, awaiting_approval or denied with
+ * a reason): an unexpected failure becomes a denial naming it, never a request left capturing.
+ */
+import { describeError } from '../errors/index.js';
+import type { Logger } from '../log/logger.js';
+import type { AgentMetrics } from './metrics.js';
+import { checkAgentReadiness, checkSnapshotsReady, type TargetSnapshot } from '../gate/gate.js';
+import { readSettings, type ApprovalMode } from '../gate/settings.js';
+import { claimRequest, decide, setTargets, type Decision, type RequestRow } from '../decision/agent-api.js';
+import { lockedByRequesterReason, notFoundReason, opaqueReason, unparseableReason } from '../decision/reasons.js';
+import { exclusiveLocks } from '../capture/locks.js';
+import { parseStatement, StatementParseError, type ParsedStatement } from '../request/statement.js';
+import { qualifiedTarget, resolveTargets, type Queryable, type ResolvedTarget } from '../request/targets.js';
+
+export interface BeforeImageCapturer {
+  /** Capture one target as a before-image of `requestId`; throws with a reason on failure. */
+  capture(target: ResolvedTarget, requestId: string, signal: AbortSignal): Promise<TargetSnapshot>;
+}
+
+export interface PipelineOptions {
+  db: Queryable;
+  agentId: string;
+  /** --approval: overrides the database's approval_mode for this agent's decisions. */
+  approvalOverride?: ApprovalMode;
+  capturer: BeforeImageCapturer;
+  /** How many targets of one request are captured at once. */
+  concurrency: number;
+  checkStorage(): Promise<{ ok: boolean; error: string | null }>;
+  metrics?: AgentMetrics;
+  logger: Logger;
+}
+
+interface Outcome {
+  decision: Decision;
+  reason: string | null;
+  snapshotIds: string[];
+}
+
+function deny(reason: string, snapshotIds: string[] = []): Outcome {
+  return { decision: 'denied', reason, snapshotIds };
+}
+
+/** Run `work` over `items` with at most `limit` at a time. */
+async function boundedAll<T, R>(items: T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await work(items[index]!);
+    }
+  });
+  await Promise.all(workers);
+  return results;
+}
+
+export class RequestPipeline {
+  private readonly options: PipelineOptions;
+
+  constructor(options: PipelineOptions) {
+    this.options = options;
+  }
+
+  /** Claim and answer one request; false when another agent had it. */
+  async answer(request: RequestRow, signal: AbortSignal): Promise<boolean> {
+    const { db, agentId, logger } = this.options;
+    if (!(await claimRequest(db, request.id, agentId))) return false;
+    const log = logger.child({ request_id: request.id });
+    log.info('answering request', { command: request.command_tag, requester: request.requester });
+    let outcome: Outcome;
+    try {
+      outcome = await this.evaluate(request, signal, log);
+    } catch (error) {
+      log.error('request evaluation failed', { error: describeError(error) });
+      outcome = deny(`the agent could not evaluate the request: ${describeError(error)}; run the statement again`);
+    }
+    let status: string;
+    try {
+      status = await decide(db, request.id, agentId, outcome.decision, outcome.reason, outcome.snapshotIds);
+    } catch (error) {
+      log.error('recording the decision failed', { error: describeError(error) });
+      throw error;
+    }
+    this.options.metrics?.decisions.inc({ outcome: status });
+    this.options.metrics?.decisionLatency.observe((Date.now() - new Date(request.created_at).getTime()) / 1000);
+    log.info('request decided', { status, reason: outcome.reason ?? undefined, snapshots: outcome.snapshotIds });
+    return true;
+  }
+
+  private async evaluate(request: RequestRow, signal: AbortSignal, log: Logger): Promise<Outcome> {
+    const { db, agentId } = this.options;
+    let parsed: ParsedStatement;
+    try {
+      parsed = await parseStatement(request.statement);
+    } catch (error) {
+      if (error instanceof StatementParseError) return deny(unparseableReason(describeError(error.cause ?? error), request.command_tag));
+      throw error;
+    }
+    if (parsed.operations.length === 0) {
+      return deny(parsed.opaque.length > 0 ? opaqueReason(parsed.opaque, request.command_tag) : notFoundReason(request.command_tag));
+    }
+
+    const resolution = await resolveTargets(db, parsed.operations, { searchPath: request.search_path, requester: request.requester });
+    if (resolution.problems.length > 0) return deny(resolution.problems.join('; '));
+    await setTargets(db, request.id, resolution.targets.map((target) => target.oid));
+
+    const settings = await readSettings(db);
+    const readiness = await checkAgentReadiness(db, { agentId, settings, checkStorage: this.options.checkStorage });
+    if (!readiness.passed) return deny(readiness.failures.join('; '));
+
+    // TRUNCATE targets are locked by the truncating transaction: their before-image is the
+    // in-session copy the guard made, exported after commit (see capture/truncate-export.ts).
+    const truncated = new Set<number>();
+    const truncateOnly = parsed.operations.every((operation) => operation.kind === 'truncate');
+    if (truncateOnly) for (const target of resolution.targets) truncated.add(target.oid);
+    else {
+      const truncateResolution = await resolveTargets(db, parsed.operations.filter((operation) => operation.kind === 'truncate'), {
+        searchPath: request.search_path, requester: request.requester,
+      });
+      for (const target of truncateResolution.targets) truncated.add(target.oid);
+    }
+    const toCapture = resolution.targets.filter((target) => !truncated.has(target.oid));
+
+    if (request.requester_pid !== null) {
+      const locks = await exclusiveLocks(db, toCapture.map((target) => target.oid));
+      const own = locks.find((lock) => lock.pid === request.requester_pid);
+      if (own) {
+        const table = toCapture.find((target) => target.oid === own.oid)!;
+        return deny(lockedByRequesterReason(qualifiedTarget(table), request.command_tag));
+      }
+    }
+
+    const captured = await boundedAll(toCapture, this.options.concurrency, async (target) => {
+      try {
+        return { target, snapshot: await this.options.capturer.capture(target, request.id, signal) };
+      } catch (error) {
+        return { target, error: describeError(error) };
+      }
+    });
+    const snapshotIds = captured.flatMap((entry) => (entry.snapshot ? [entry.snapshot.snapshotId] : []));
+    const failures = captured.flatMap((entry) => (entry.error !== undefined ? [`snapshot of ${qualifiedTarget(entry.target)} failed: ${entry.error}`] : []));
+    if (failures.length > 0) return deny(failures.join('; '), snapshotIds);
+
+    const ready = await checkSnapshotsReady(captured.map((entry) => entry.snapshot!), settings);
+    if (!ready.passed) return deny(ready.failures.join('; '), snapshotIds);
+    log.debug('gate passed', { targets: resolution.targets.length, captured: snapshotIds.length });
+
+    const mode = this.options.approvalOverride ?? settings.approvalMode;
+    return { decision: mode === 'operator' ? 'awaiting_approval' : 'approved', reason: null, snapshotIds };
+  }
+}

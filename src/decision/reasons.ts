@@ -1,0 +1,23 @@
+/**
+ * Denial reasons for requests the agent cannot answer from the statement alone. Each says what
+ * happened and what the DBA can do next.
+ */
+export function fileAheadHint(commandTag: string | null): string {
+  return `file the plain statement first with SELECT backstop.request($$${commandTag ?? 'DROP TABLE'} …$$), wait for its approval, then run it`;
+}
+
+export function unparseableReason(error: string, commandTag: string | null): string {
+  return `the statement could not be parsed (${error}): ${fileAheadHint(commandTag)}`;
+}
+
+export function opaqueReason(opaque: string[], commandTag: string | null): string {
+  return `the ${commandTag ?? 'guarded operation'} runs inside ${opaque.join(', ')}, which Backstop cannot see into: ${fileAheadHint(commandTag)}`;
+}
+
+export function notFoundReason(commandTag: string | null): string {
+  return `no ${commandTag ?? 'guarded operation'} found in the statement text (it runs inside a function or dynamic SQL): ${fileAheadHint(commandTag)}`;
+}
+
+export function lockedByRequesterReason(table: string, commandTag: string | null): string {
+  return `the requesting transaction holds an exclusive lock on ${table}, so no before-image can be read: ${fileAheadHint(commandTag)} before the transaction that touches ${table}`;
+}
