@@ -1,9 +1,11 @@
 /** Entry point of the `backstop` command. Each command lives in commands/. */
 import { createProgram, reportFailure } from './program.js';
 import { registerInstallCommands } from './commands/install.js';
+import { registerAgentCommand } from './commands/agent.js';
 
 const program = createProgram();
 registerInstallCommands(program);
+registerAgentCommand(program);
 
 try {
   await program.parseAsync(process.argv);

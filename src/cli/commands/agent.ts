@@ -1,0 +1,110 @@
+/**
+ * `backstop agent`: the long-running process beside the database. With no database configured
+ * it starts an embedded PostgreSQL under ./.backstop/pg with a demo table (see agent/embedded.ts).
+ * SIGTERM / SIGINT stop it cleanly with exit code 0; a second signal exits at once.
+ */
+import type { Command } from 'commander';
+import { databaseConfigured, resolveDatabase, type DatabaseTarget } from '../../db/connection.js';
+import { createLogger, type Logger } from '../../log/logger.js';
+import { Agent } from '../../agent/agent.js';
+import { startEmbeddedDatabase, type EmbeddedDatabase } from '../../agent/embedded.js';
+import { parseAgentFlags, type AgentFlags } from '../../agent/options.js';
+import { DEFAULT_STATE_PATH } from '../../agent/state.js';
+import { openAgentStorage, agentWork } from '../../agent/work.js';
+import { formatDuration } from '../../agent/duration.js';
+import { withDatabaseOption, withStorageOption } from '../program.js';
+
+interface AgentCommandOptions extends AgentFlags {
+  db?: string;
+  storage?: string;
+}
+
+function waitForSignal(logger: Logger): Promise<string> {
+  return new Promise((resolve) => {
+    let received: string | undefined;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (received) {
+        logger.warn(`second ${signal}: exiting now`);
+        process.exit(130);
+      }
+      received = signal;
+      resolve(signal);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}
+
+function printTryIt(embedded: EmbeddedDatabase): void {
+  process.stdout.write(
+    [
+      '',
+      'Backstop is guarding an embedded PostgreSQL with a demo table public.customers (300 rows).',
+      `Connect:   ${embedded.psqlCommand}`,
+      'Try:       DROP TABLE customers;',
+      '           -- the DROP pauses while the agent captures a before-image, then completes;',
+      '           SELECT id, status, snapshot_ids FROM backstop.requests;',
+      '           SELECT * FROM backstop.snapshots;',
+      `Restore:   backstop restore --db "${embedded.url}" --storage ./backstop-data --table public.customers --snapshot-id <id>`,
+      'Stop with Ctrl-C. Data stays in ./.backstop/pg and snapshots in ./backstop-data.',
+      '',
+    ].join('\n'),
+  );
+}
+
+export function registerAgentCommand(program: Command): void {
+  withStorageOption(withDatabaseOption(program.command('agent')))
+    .description('run the agent: answer guarded requests, keep snapshots fresh, heartbeat, serve the HTTP metadata API')
+    .option('--approval <mode>', 'auto | operator: overrides backstop.settings.approval_mode for this agent (operator is stricter)')
+    .option('--interval <duration>', 'continuous snapshot poll interval, e.g. 500ms, 2s, 5m', '60s')
+    .option('--snapshot-every-poll', 'capture every table on every poll, changed or not')
+    .option('--keep <n>', 'snapshots to keep per table (older ones are pruned)')
+    .option('--schemas <list>', 'comma-separated schemas to snapshot (default: every user schema)')
+    .option('--concurrency <n>', 'tables captured at once', '4')
+    .option('--state <path>', 'agent state file (SQLite)', DEFAULT_STATE_PATH)
+    .option('--http <host:port|off>', 'HTTP metadata API address; port 0 picks a free port', '127.0.0.1:8080')
+    .option('--agent-id <id>', 'name of this agent in backstop.agents (default: generated once, kept in the state file)')
+    .action(async (options: AgentCommandOptions) => {
+      const logger = createLogger({ fields: { component: 'agent' } }).child({});
+      const flags = parseAgentFlags(options);
+      let embedded: EmbeddedDatabase | undefined;
+      let target: DatabaseTarget;
+      if (databaseConfigured(options.db)) {
+        target = resolveDatabase(options.db);
+      } else {
+        logger.info('no --db, DATABASE_URL or PGHOST: starting an embedded PostgreSQL in ./.backstop/pg');
+        embedded = await startEmbeddedDatabase({ cwd: process.cwd(), logger });
+        target = resolveDatabase(embedded.url);
+      }
+      const signal = waitForSignal(logger);
+      let agent: Agent | undefined;
+      try {
+        const storage = await openAgentStorage(options.storage);
+        agent = new Agent({
+          target,
+          storage,
+          ...(flags.approval ? { approval: flags.approval } : {}),
+          intervalMs: flags.intervalMs,
+          snapshotEveryPoll: flags.snapshotEveryPoll,
+          ...(flags.keep !== undefined ? { keep: flags.keep } : {}),
+          ...(flags.schemas ? { schemas: flags.schemas } : {}),
+          concurrency: flags.concurrency,
+          statePath: flags.statePath,
+          http: flags.http,
+          ...(flags.agentId ? { agentId: flags.agentId } : {}),
+          logger,
+        });
+        await agent.start(agentWork(agent, storage, logger));
+        logger.info('agent running', { agent_id: agent.agentId, snapshot_interval: formatDuration(flags.intervalMs) });
+        if (embedded) printTryIt(embedded);
+        const received = await signal;
+        logger.info(`received ${received}: shutting down`);
+      } finally {
+        await agent?.stop();
+        if (embedded) {
+          await embedded.stop().catch((error) => logger.warn('stopping the embedded PostgreSQL failed', { error: String(error) }));
+          logger.info('embedded PostgreSQL stopped');
+        }
+      }
+    });
+}

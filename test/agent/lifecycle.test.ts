@@ -1,0 +1,56 @@
+/** The real agent process: start, heartbeat, leadership, answering a request, clean shutdown. */
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { startAgent, tempDir, waitUntil, type AgentProcess } from '../support/agent-process.js';
+
+describe('backstop agent process', () => {
+  let db: TestDatabase;
+  let client: pg.Client;
+  let agent: AgentProcess | undefined;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    client = await db.client();
+  });
+  afterAll(async () => {
+    await agent?.stop('SIGKILL');
+    await db?.drop();
+  });
+
+  it('heartbeats as leader, answers requests, and exits 0 on SIGTERM', async () => {
+    agent = await startAgent({ db: db.url, storage: await tempDir('backstop-storage-') });
+    const heartbeat = await waitUntil(async () => {
+      const { rows } = await client.query(`SELECT agent_id, leader, listening, storage_ok FROM backstop.agents WHERE agent_id = $1 AND leader AND listening`, [agent!.agentId]);
+      return rows[0];
+    }, 60_000, 'a leader heartbeat');
+    expect(heartbeat).toMatchObject({ leader: true, listening: true, storage_ok: true });
+
+    // Dynamic SQL the parser cannot see into is denied with what to do instead.
+    const { rows: [filed] } = await client.query(`SELECT backstop.request($q$DO $$ BEGIN EXECUTE 'DROP TABLE x'; END $$$q$) AS id`);
+    const denied = await waitUntil(async () => {
+      const { rows } = await client.query(`SELECT status, reason FROM backstop.requests WHERE id = $1 AND status <> 'pending' AND status <> 'capturing'`, [filed.id]);
+      return rows[0];
+    }, 60_000, 'a decision');
+    expect(denied.status).toBe('denied');
+    expect(denied.reason).toContain('DO block');
+    expect(denied.reason).toContain('backstop.request(');
+
+    // A statement naming a table that does not exist is denied naming it.
+    const { rows: [missing] } = await client.query(`SELECT backstop.request($$DROP TABLE "No Such"$$) AS id`);
+    const missingDecision = await waitUntil(async () => {
+      const { rows } = await client.query(`SELECT status, reason FROM backstop.requests WHERE id = $1 AND status NOT IN ('pending', 'capturing')`, [missing.id]);
+      return rows[0];
+    }, 60_000, 'a decision');
+    expect(missingDecision).toMatchObject({ status: 'denied' });
+    expect(missingDecision.reason).toContain('"No Such" does not exist');
+
+    const health = await (await fetch(`http://127.0.0.1:${agent.httpPort}/metadata/health`)).json();
+    expect(health).toMatchObject({ role: 'leader', listening: true });
+
+    const exit = await agent.stop('SIGTERM');
+    expect(exit.code).toBe(0);
+    expect(agent.lines.some((line) => line.msg === 'agent stopped')).toBe(true);
+    agent = undefined;
+  });
+});
