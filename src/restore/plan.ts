@@ -1,0 +1,236 @@
+/**
+ * What restoring one table does, as SQL, before anything runs: the statements that create the
+ * table (without identity, so COPY can keep the captured identity values), the columns COPY
+ * writes (generated columns are left out and recomputed), what runs after the load (identity,
+ * sequences set past the restored values, indexes and constraints in bulk), the foreign keys and
+ * the renames that swap a `--replace` build into place. `--dry-run` prints this plan.
+ */
+import type pg from 'pg';
+import {
+  createTableSql,
+  identityClause,
+  type ColumnDefinition,
+  type OwnedSequence,
+  type PartitionDefinition,
+  type TableDefinition,
+} from '../db/catalog.js';
+import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../db/identifiers.js';
+import { renameForTable, type SchemaNames } from './names.js';
+
+export interface SequenceReset {
+  sequence: QualifiedName;
+  column: string;
+  /** Captured state, as text (int8). */
+  lastValue: string;
+  isCalled: boolean;
+  ascending: boolean;
+}
+
+export interface PlannedForeignKey {
+  name: string;
+  columns: string[];
+  /** The referenced table under its final name (the restored table itself for a self-reference). */
+  references: QualifiedName;
+  referencedColumns: string[];
+  /** MATCH, ON UPDATE/DELETE, DEFERRABLE, NOT VALID, as captured. */
+  actions: string;
+}
+
+export interface SkippedForeignKey {
+  name: string;
+  references: QualifiedName;
+  reason: string;
+}
+
+export interface RestorePlan {
+  source: QualifiedName;
+  /** Where the table ends up. */
+  target: QualifiedName;
+  /** Where it is built: the target, or a temporary name that the swap renames (--replace). */
+  build: QualifiedName;
+  create: string[];
+  /** Columns COPY writes, in file order; generated columns are not among them. */
+  copyColumns: ColumnDefinition[];
+  afterLoad: string[];
+  sequenceResets: SequenceReset[];
+  /** Added once every table of the run is loaded and swapped in (see foreignKeySql). */
+  foreignKeys: PlannedForeignKey[];
+  skippedForeignKeys: SkippedForeignKey[];
+  /** Renames run after the original is dropped (--replace only). */
+  swap: string[];
+}
+
+export interface PlanOptions {
+  def: TableDefinition;
+  target: QualifiedName;
+  /** Temporary name to build under (--replace); defaults to the target. */
+  build?: QualifiedName;
+  /** Free names for the build (every relation in the schema counts as taken). */
+  buildNames: SchemaNames;
+  /** Free names for the final objects (the replaced table's own objects count as free). */
+  finalNames: SchemaNames;
+  /**
+   * Where referenced tables are restored in the same run (recovery group): source
+   * `schema.table` → target. A table referencing itself always points at its target.
+   */
+  restoredAs: Map<string, QualifiedName>;
+  client: pg.ClientBase;
+}
+
+function literal(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`;
+}
+
+function nextvalDefault(sequence: QualifiedName): string {
+  return `nextval(${literal(quoteQualified(sequence))}::regclass)`;
+}
+
+function sequenceOptions(sequence: OwnedSequence): string {
+  return [
+    `AS ${sequence.dataType}`,
+    `INCREMENT BY ${sequence.increment}`,
+    `MINVALUE ${sequence.min}`,
+    `MAXVALUE ${sequence.max}`,
+    `START WITH ${sequence.start}`,
+    `CACHE ${sequence.cache}`,
+    sequence.cycle ? 'CYCLE' : 'NO CYCLE',
+  ].join(' ');
+}
+
+async function tableExists(client: pg.ClientBase, table: QualifiedName): Promise<boolean> {
+  const { rows } = await client.query<{ exists: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')) AS exists`,
+    [table.schema, table.table],
+  );
+  return rows[0]!.exists;
+}
+
+export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
+  const { def, target, buildNames, finalNames } = options;
+  const build = options.build ?? target;
+  const source = { schema: def.schema, table: def.table };
+  const swapping = build.table !== target.table || build.schema !== target.schema;
+  const create: string[] = [];
+  const afterLoad: string[] = [];
+  const swap: string[] = [];
+  buildNames.reserve(build.table);
+  finalNames.reserve(target.table);
+
+  /** A build-time and a final name for an object named after the source table; the swap renames one to the other. */
+  const names = (original: string, kind: 'INDEX' | 'SEQUENCE' | 'TABLE'): { build: string; final: string } => {
+    const final = finalNames.claim(renameForTable(original, source.table, target.table));
+    if (!swapping) return { build: final, final };
+    const atBuild = buildNames.claim(renameForTable(original, source.table, build.table));
+    swap.push(`ALTER ${kind} ${quoteQualified({ schema: target.schema, table: atBuild })} RENAME TO ${quoteIdent(final)}`);
+    return { build: atBuild, final };
+  };
+
+  // Serial (non-identity) sequences: a new sequence per column, the default pointed at it.
+  const columns = def.columns.map((column) => ({ ...column }));
+  const sequenceResets: SequenceReset[] = [];
+  const ownedBy: string[] = [];
+  for (const sequence of def.sequences) {
+    const seqName = names(sequence.name, 'SEQUENCE');
+    const atBuild = { schema: target.schema, table: seqName.build };
+    const column = columns.find((c) => c.name === sequence.column);
+    if (!column) continue;
+    if (sequence.identity) {
+      afterLoad.push(`ALTER TABLE ${quoteQualified(build)} ALTER COLUMN ${quoteIdent(column.name)} ADD ${identityClause(column, sequence, atBuild)}`);
+    } else {
+      create.push(`CREATE SEQUENCE ${quoteQualified(atBuild)} ${sequenceOptions(sequence)}`);
+      if (column.default === `nextval(${sequence.regclassLiteral}::regclass)`) column.default = nextvalDefault(atBuild);
+      ownedBy.push(`ALTER SEQUENCE ${quoteQualified(atBuild)} OWNED BY ${quoteQualified(build)}.${quoteIdent(column.name)}`);
+    }
+    sequenceResets.push({
+      sequence: atBuild,
+      column: column.name,
+      lastValue: sequence.lastValue,
+      isCalled: sequence.isCalled,
+      ascending: !sequence.increment.startsWith('-'),
+    });
+  }
+  // Identity columns whose sequence was not captured still get their identity back.
+  for (const column of columns) {
+    if (column.identity && !def.sequences.some((s) => s.identity && s.column === column.name)) {
+      afterLoad.unshift(`ALTER TABLE ${quoteQualified(build)} ALTER COLUMN ${quoteIdent(column.name)} ADD ${identityClause(column, undefined)}`);
+    }
+  }
+
+  create.push(createTableSql({ ...def, columns }, build, { identity: false }));
+  const createPartitions = (parent: QualifiedName, partitions: PartitionDefinition[]): void => {
+    for (const partition of partitions) {
+      const partName = names(partition.table, 'TABLE');
+      const atBuild = { schema: target.schema, table: partName.build };
+      const partitionBy = partition.partitionKey ? ` PARTITION BY ${partition.partitionKey}` : '';
+      create.push(`CREATE TABLE ${quoteQualified(atBuild)} PARTITION OF ${quoteQualified(parent)} ${partition.bound}${partitionBy}`);
+      createPartitions(atBuild, partition.partitions);
+    }
+  };
+  createPartitions(build, def.partitions);
+  create.push(...ownedBy);
+
+  for (const index of def.indexes) {
+    if (index.constraintName) continue;
+    const indexName = names(index.name, 'INDEX');
+    afterLoad.push(`CREATE ${index.unique ? 'UNIQUE ' : ''}INDEX ${quoteIdent(indexName.build)} ON ${quoteQualified(build)} USING ${index.usingClause}`);
+  }
+  const tableConstraints: string[] = [];
+  for (const constraint of def.constraints) {
+    if (constraint.type === 'f') continue;
+    // Index-backed constraints name an index, which must be free in the schema.
+    const name = constraint.type === 'c' ? { build: constraint.name } : names(constraint.name, 'INDEX');
+    tableConstraints.push(`ADD CONSTRAINT ${quoteIdent(name.build)} ${constraint.definition}`);
+  }
+  // One ALTER TABLE: the checks are validated in a single pass over the table.
+  if (tableConstraints.length > 0) afterLoad.push(`ALTER TABLE ${quoteQualified(build)}\n  ${tableConstraints.join(',\n  ')}`);
+
+  const foreignKeys: PlannedForeignKey[] = [];
+  const skippedForeignKeys: SkippedForeignKey[] = [];
+  for (const constraint of def.constraints) {
+    if (constraint.type !== 'f' || !constraint.references) continue;
+    const ref = constraint.references;
+    const refSource = { schema: ref.schema, table: ref.table };
+    const selfReference = ref.schema === source.schema && ref.table === source.table;
+    const restoredAs = options.restoredAs.get(displayName(refSource));
+    const references = selfReference ? target : restoredAs ?? refSource;
+    if (!selfReference && !restoredAs && !(await tableExists(options.client, references))) {
+      skippedForeignKeys.push({ name: constraint.name, references, reason: `the referenced table ${quoteQualified(references)} does not exist` });
+      continue;
+    }
+    foreignKeys.push({ name: constraint.name, columns: ref.columns, references, referencedColumns: ref.referencedColumns, actions: ref.actions });
+  }
+
+  if (swapping) swap.unshift(`ALTER TABLE ${quoteQualified(build)} RENAME TO ${quoteIdent(target.table)}`);
+  return {
+    source,
+    target,
+    build,
+    create,
+    copyColumns: columns.filter((column) => column.generated === ''),
+    afterLoad,
+    sequenceResets,
+    foreignKeys,
+    skippedForeignKeys,
+    swap,
+  };
+}
+
+export function foreignKeySql(table: QualifiedName, fk: PlannedForeignKey): string {
+  const columns = fk.columns.map(quoteIdent).join(', ');
+  const referenced = fk.referencedColumns.map(quoteIdent).join(', ');
+  return `ALTER TABLE ${quoteQualified(table)} ADD CONSTRAINT ${quoteIdent(fk.name)} FOREIGN KEY (${columns}) REFERENCES ${quoteQualified(fk.references)}(${referenced})${fk.actions}`;
+}
+
+/** The statement that sets a restored sequence past the restored values (parameters: regclass, last value, is_called). */
+export function sequenceResetSql(reset: SequenceReset, table: QualifiedName): { text: string; values: unknown[] } {
+  const column = quoteIdent(reset.column);
+  const [agg, beyond] = reset.ascending ? ['max', '>'] : ['min', '<'];
+  return {
+    text: `SELECT pg_catalog.setval($1::regclass,
+                   CASE WHEN m.v IS NOT NULL AND m.v ${beyond} $2::numeric THEN m.v ELSE $2::numeric END::bigint,
+                   CASE WHEN m.v IS NOT NULL AND m.v ${beyond} $2::numeric THEN true ELSE $3::boolean END)
+              FROM (SELECT ${agg}(${column})::numeric AS v FROM ${quoteQualified(table)}) AS m`,
+    values: [quoteQualified(reset.sequence), reset.lastValue, reset.isCalled],
+  };
+}
