@@ -1,0 +1,453 @@
+/**
+ * Capture tables to Parquet + manifest.
+ *
+ * 1. In one read-only REPEATABLE READ transaction (one database snapshot for every table of a
+ *    group; parallel workers join it through pg_export_snapshot), for each table: describe it
+ *    (src/db/catalog), scan it once for the content hash, row widths and values a native Parquet
+ *    type cannot hold, then COPY it as CSV through DuckDB into a local Parquet file.
+ * 2. After the transaction: upload each data file, hashing it (SHA-256) as it streams, and check
+ *    the stored size against the local file.
+ * 3. Only then write the manifests — the commit point. Any failure or abort before that removes
+ *    the uploaded data files (best effort; prune collects what a crash leaves behind).
+ */
+import { createReadStream } from 'node:fs';
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import copyStreams from 'pg-copy-streams';
+import type pg from 'pg';
+import { createTableSql, describeTable, type TableDefinition } from '../db/catalog.js';
+import { displayName, type QualifiedName } from '../db/identifiers.js';
+import { BackstopError, DatabaseError, NotFoundError, PrivilegeError, SnapshotError, describeError } from '../errors/index.js';
+import { silentLogger, type Logger } from '../log/logger.js';
+import { createProgress } from '../log/progress.js';
+import { digestingStream } from '../storage/digest.js';
+import type { Storage } from '../storage/storage.js';
+import { CONTENT_HASH_ALGORITHM, hashOfTextSql, rowSourceSql, type ContentHash } from './content-hash.js';
+import { inSnapshotTransaction, type DatabaseSource } from './database-session.js';
+import { snapshotKeys, type SnapshotKeys } from './layout.js';
+import { MANIFEST_FORMAT_VERSION, serializeManifest, type Manifest, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
+import { encodeCsvToParquet } from './parquet-encoder.js';
+import { CANONICAL_SETTINGS } from './session-settings.js';
+import { newGroupId, newSnapshotId, storageTimestamp } from './snapshot-id.js';
+import { parquetNames, planColumn, resolveStorage, unrepresentableSql, type ColumnStorage } from './type-mapping.js';
+
+export interface CaptureTarget {
+  /** The table the snapshot describes. */
+  table: QualifiedName;
+  /**
+   * Read the rows from this relation instead (e.g. a TRUNCATE before-image copied into
+   * backstop_images.*); it must have the same columns. The manifest still describes `table`.
+   */
+  readFrom?: QualifiedName;
+}
+
+export interface CaptureOptions {
+  /** Connection target, or a pool (one client per table in flight, plus one for a group). */
+  database?: DatabaseSource;
+  /** Same as `database` with a pool. */
+  pool?: pg.Pool;
+  storage: Storage;
+  /** Default 'on-demand'. */
+  source?: SnapshotSource;
+  requestId?: number | null;
+  label?: string | null;
+  /** Join this exported snapshot (pg_export_snapshot()) instead of taking a new one. */
+  snapshot?: string;
+  logger?: Logger;
+  /** Progress bar on a terminal, structured progress lines otherwise. Default false. */
+  progress?: boolean;
+  /** Aborting stops the capture; no manifest is written and uploaded data files are removed. */
+  signal?: AbortSignal;
+  /** Parent folder for temporary files (default: the OS temp folder). */
+  tempDir?: string;
+  /** DuckDB memory limit per table being encoded (default 256 MB). */
+  duckdbMemoryLimitBytes?: number;
+  duckdbThreads?: number;
+}
+
+export interface CaptureTableOptions extends CaptureOptions, CaptureTarget {}
+
+export interface CaptureGroupOptions extends CaptureOptions {
+  tables: CaptureTarget[];
+  /** Recovery group name recorded in every manifest. */
+  group: string;
+  /** Tables encoded at the same time, each on its own connection (default 2). */
+  concurrency?: number;
+}
+
+interface CapturedData {
+  target: CaptureTarget;
+  definition: TableDefinition;
+  columns: ManifestColumn[];
+  contentHash: ContentHash;
+  dbSizeBytes: number;
+  warnings: string[];
+  parquetFile: string;
+  startedAt: number;
+}
+
+interface SnapshotContext {
+  createdAt: Date;
+  serverVersion: string;
+  serverVersionNum: number;
+}
+
+const ROW_GROUP_TARGET_BYTES = 64 * 1024 * 1024;
+const MAX_ROW_GROUP_ROWS = 122_880;
+const MIN_ROW_GROUP_ROWS = 2_048;
+
+function wrapFailure(error: unknown, table: QualifiedName, signal: AbortSignal | undefined): BackstopError {
+  const name = displayName(table);
+  if (signal?.aborted) return new SnapshotError(`snapshot of ${name} was aborted`, { cause: error, hint: 'nothing was published; run the capture again' });
+  if (error instanceof BackstopError) return error;
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === '42501') {
+    return new PrivilegeError(`snapshot of ${name} failed: ${describeError(error)}`, {
+      cause: error,
+      hint: 'grant the capturing role SELECT on the table (the backstop_agent role has pg_read_all_data)',
+    });
+  }
+  if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) {
+    return new DatabaseError(`snapshot of ${name} failed: ${describeError(error)}`, { cause: error, hint: 'see the database error above; nothing was published' });
+  }
+  return new SnapshotError(`snapshot of ${name} failed: ${describeError(error)}`, { cause: error, hint: 'nothing was published; check the log and run the capture again' });
+}
+
+async function snapshotContext(client: pg.ClientBase): Promise<SnapshotContext> {
+  const { rows } = await client.query<{ now: Date; version: string; version_num: string }>(
+    `SELECT pg_catalog.now() AS now, pg_catalog.current_setting('server_version') AS version, pg_catalog.current_setting('server_version_num') AS version_num`,
+  );
+  const row = rows[0]!;
+  return { createdAt: row.now, serverVersion: row.version, serverVersionNum: Number(row.version_num) };
+}
+
+async function tableDefinitions(client: pg.ClientBase, target: CaptureTarget, warnings: string[]): Promise<{ definition: TableDefinition; rows: TableDefinition }> {
+  if (!target.readFrom) {
+    const definition = await describeTable(client, target.table);
+    return { definition, rows: definition };
+  }
+  const rows = await describeTable(client, target.readFrom);
+  try {
+    const definition = await describeTable(client, target.table);
+    const expected = definition.columns.map((c) => c.name).join('\u0000');
+    if (rows.columns.map((c) => c.name).join('\u0000') !== expected) {
+      warnings.push(`rows come from ${displayName(target.readFrom)}, whose columns differ from ${displayName(target.table)}'s current columns`);
+    }
+    return { definition, rows };
+  } catch (error) {
+    if (!(error instanceof NotFoundError)) throw error;
+    // The table is gone since its rows were copied: describe it from the copy.
+    const base = { ...rows, schema: target.table.schema, table: target.table.table, ddl: '' };
+    warnings.push(`${displayName(target.table)} no longer exists; its definition was taken from ${displayName(target.readFrom)} (indexes and constraints are not known)`);
+    return { definition: { ...base, ddl: createTableSql(base, target.table) }, rows };
+  }
+}
+
+interface ScanResult {
+  rowCount: number;
+  hashValue: string;
+  maxRowBytes: number;
+  totalRowBytes: number;
+  unrepresentable: boolean[];
+}
+
+/** One pass over the rows: content hash, row widths, and columns with values native types cannot hold. */
+async function scanRows(client: pg.ClientBase, from: string, checks: Array<string | null>): Promise<ScanResult> {
+  const flags = checks.map((check, index) => (check ? `, pg_catalog.bool_or(r.check_${index}) AS flag_${index}` : '')).join('');
+  const inner = checks.map((check, index) => (check ? `, (${check}) AS check_${index}` : '')).join('');
+  const { rows } = await client.query<Record<string, string | boolean | null>>(
+    `SELECT pg_catalog.count(*)::bigint::text AS row_count,
+            COALESCE(pg_catalog.sum(${hashOfTextSql('r.row_text')}), 0)::text AS hash_value,
+            COALESCE(pg_catalog.max(pg_catalog.octet_length(r.row_text)), 0)::bigint::text AS max_row_bytes,
+            COALESCE(pg_catalog.sum(pg_catalog.octet_length(r.row_text)), 0)::bigint::text AS total_row_bytes
+            ${flags}
+       FROM (SELECT t::text AS row_text ${inner} FROM ${from} AS t) AS r`,
+  );
+  const row = rows[0]!;
+  return {
+    rowCount: Number(row.row_count),
+    hashValue: String(row.hash_value),
+    maxRowBytes: Number(row.max_row_bytes),
+    totalRowBytes: Number(row.total_row_bytes),
+    unrepresentable: checks.map((_, index) => row[`flag_${index}`] === true),
+  };
+}
+
+async function relationFacts(client: pg.ClientBase, relation: QualifiedName): Promise<{ unlogged: boolean; sizeBytes: number }> {
+  const { rows } = await client.query<{ persistence: string; size: string }>(
+    `SELECT c.relpersistence::text AS persistence,
+            (SELECT COALESCE(pg_catalog.sum(pg_catalog.pg_total_relation_size(p.relid)), 0) FROM pg_catalog.pg_partition_tree(c.oid) AS p)::bigint::text AS size
+       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relname = $2`,
+    [relation.schema, relation.table],
+  );
+  const row = rows[0];
+  return { unlogged: row?.persistence === 'u', sizeBytes: Number(row?.size ?? 0) };
+}
+
+async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir: string, options: CaptureOptions, logger: Logger): Promise<CapturedData> {
+  const startedAt = Date.now();
+  const warnings: string[] = [];
+  const { definition, rows: rowsDefinition } = await tableDefinitions(client, target, warnings);
+  const source = target.readFrom ?? target.table;
+  const from = await rowSourceSql(client, source);
+  const facts = await relationFacts(client, source);
+  if (definition.persistence === 'unlogged') warnings.push('the table is UNLOGGED: PostgreSQL empties it after a crash and does not replicate it');
+
+  const columns = [...rowsDefinition.columns].sort((a, b) => a.attnum - b.attnum);
+  if (columns.length === 0) {
+    throw new SnapshotError(`${displayName(target.table)} has no columns; Parquet cannot hold a table without columns`, { hint: 'add a column or leave this table out' });
+  }
+  const names = parquetNames(columns);
+  const plans = columns.map((column, index) => planColumn(column, names[index]!));
+  options.signal?.throwIfAborted();
+  const scan = await scanRows(client, from, plans.map(unrepresentableSql));
+  const storages: ColumnStorage[] = plans.map((plan, index) => resolveStorage(plan, scan.unrepresentable[index]!));
+
+  plans.forEach((plan, index) => {
+    if (scan.unrepresentable[index]) {
+      warnings.push(
+        `column "${plan.column.name}" (${plan.column.type}) holds values its Parquet type cannot carry exactly (NaN, infinity, BC or beyond year 9999): stored as text`,
+      );
+    }
+  });
+  const asText = plans.filter((plan, index) => storages[index]!.storedAs === 'text' && !scan.unrepresentable[index]);
+  if (asText.length > 0) {
+    warnings.push(`stored as PostgreSQL text form (no exact Parquet type): ${asText.map((p) => `"${p.column.name}" (${p.column.type})`).join(', ')}`);
+  }
+  names.forEach((name, index) => {
+    if (name !== columns[index]!.name) warnings.push(`column "${columns[index]!.name}" is named "${name}" in the Parquet file (DuckDB names are case-insensitive)`);
+  });
+
+  const label = `snapshot ${displayName(target.table)}`;
+  const progress = options.progress ? createProgress({ label, logger, totalRows: scan.rowCount }) : undefined;
+  const averageRowBytes = scan.rowCount > 0 ? scan.totalRowBytes / scan.rowCount : 1;
+  const rowGroupRows = Math.min(MAX_ROW_GROUP_ROWS, Math.max(MIN_ROW_GROUP_ROWS, Math.floor(ROW_GROUP_TARGET_BYTES / Math.max(1, averageRowBytes))));
+  let copyStream: copyStreams.CopyToStreamQuery | undefined;
+  const selectList = storages.map((s) => s.pgSelect).join(', ');
+  const encoded = await encodeCsvToParquet({
+    workDir,
+    columns: storages.map((s, index) => ({ parquetName: names[index]!, expression: s.duckdbExpression })),
+    openCsv: () => {
+      copyStream = client.query(copyStreams.to(`COPY (SELECT ${selectList} FROM ${from} AS t) TO STDOUT (FORMAT csv)`));
+      return copyStream;
+    },
+    // CSV doubles quotes, and float4 widens to float8 text: allow for both.
+    maxRecordBytes: 2 * scan.maxRowBytes + 32 * columns.length + 1024 * 1024,
+    rowGroupRows,
+    ...(options.duckdbMemoryLimitBytes ? { memoryLimitBytes: options.duckdbMemoryLimitBytes } : {}),
+    ...(options.duckdbThreads ? { threads: options.duckdbThreads } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(progress ? { onProgress: (records: number, bytes: number) => progress.update(Math.min(records, scan.rowCount), bytes) } : {}),
+  });
+  progress?.done(encoded.rows, encoded.csvBytes);
+  const copied = copyStream?.rowCount ?? -1;
+  if (encoded.rows !== scan.rowCount || copied !== scan.rowCount) {
+    throw new SnapshotError(
+      `row counts of ${displayName(target.table)} disagree: ${scan.rowCount} hashed, ${copied} copied, ${encoded.rows} written to Parquet`,
+      { hint: 'this is a bug in Backstop; report it with the table definition' },
+    );
+  }
+
+  const manifestColumns: ManifestColumn[] = columns.map((column, index) => ({
+    name: column.name,
+    attnum: column.attnum,
+    pg_type: column.type,
+    type_oid: column.typeOid,
+    nullable: !column.notNull,
+    generated: column.generated === 's',
+    identity: column.identity,
+    parquet_name: names[index]!,
+    parquet_type: storages[index]!.parquetType,
+    duckdb_type: storages[index]!.duckdbType,
+    stored_as: storages[index]!.storedAs,
+  }));
+  logger.debug('rows encoded', { table: displayName(target.table), rows: scan.rowCount, csv_bytes: encoded.csvBytes, row_group_rows: rowGroupRows });
+  return {
+    target,
+    definition,
+    columns: manifestColumns,
+    contentHash: { algorithm: CONTENT_HASH_ALGORITHM, row_count: scan.rowCount, value: scan.hashValue },
+    dbSizeBytes: facts.sizeBytes,
+    warnings,
+    parquetFile: encoded.file,
+    startedAt,
+  };
+}
+
+/** Upload a local data file, hashing it on the way; the stored size is checked against the file. */
+async function uploadDataFile(storage: Storage, key: string, file: string, signal: AbortSignal | undefined): Promise<{ size: number; sha256: string }> {
+  const local = await stat(file);
+  const digest = digestingStream();
+  const body = createReadStream(file);
+  body.on('error', (error) => digest.destroy(error));
+  body.pipe(digest);
+  const { size } = await storage.put(key, digest, { size: local.size, ...(signal ? { signal } : {}) });
+  const streamed = digest.result();
+  const stored = await storage.head(key);
+  if (size !== local.size || streamed.size !== local.size || stored?.size !== local.size) {
+    throw new SnapshotError(`data file ${key} was not stored completely (${local.size} bytes encoded, ${stored?.size ?? 'no'} bytes stored)`, {
+      hint: 'check the storage service; nothing was published',
+    });
+  }
+  return { size: local.size, sha256: streamed.sha256 };
+}
+
+async function runLimited<T, R>(items: readonly T[], limit: number, work: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  let failed: unknown;
+  const worker = async () => {
+    while (failed === undefined && next < items.length) {
+      const index = next++;
+      try {
+        results[index] = await work(items[index]!, index);
+      } catch (error) {
+        failed ??= error;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  if (failed !== undefined) throw failed;
+  return results;
+}
+
+async function captureMany(targets: CaptureTarget[], options: CaptureOptions, group: { name: string; concurrency: number } | null): Promise<Manifest[]> {
+  if (targets.length === 0) throw new SnapshotError('nothing to capture', { hint: 'name at least one table' });
+  const database = options.database ?? options.pool;
+  if (!database) throw new SnapshotError('capture needs a database or a pool', { hint: 'this is a bug in the caller; report it' });
+  const logger = options.logger ?? silentLogger;
+  const tempRoot = await mkdtemp(path.join(options.tempDir ?? os.tmpdir(), 'backstop-capture-'));
+  const uploaded: string[] = [];
+  const written: string[] = [];
+  let current: QualifiedName = targets[0]!.table;
+  try {
+    const dataOf = async (client: pg.ClientBase, target: CaptureTarget, index: number): Promise<CapturedData> => {
+      current = target.table;
+      const workDir = path.join(tempRoot, String(index));
+      await mkdir(workDir);
+      try {
+        return await captureData(client, target, workDir, options, logger.child({ table: displayName(target.table) }));
+      } catch (error) {
+        throw wrapFailure(error, target.table, options.signal);
+      }
+    };
+
+    // Phase 1: every table read in the same database snapshot.
+    const concurrency = group?.concurrency ?? 1;
+    const { context, captured } = await inSnapshotTransaction(database, options.snapshot, async (client) => {
+      const context = await snapshotContext(client);
+      if (concurrency <= 1 || targets.length === 1) {
+        const captured: CapturedData[] = [];
+        for (const [index, target] of targets.entries()) captured.push(await dataOf(client, target, index));
+        return { context, captured };
+      }
+      const exported = options.snapshot ?? (await client.query<{ id: string }>('SELECT pg_catalog.pg_export_snapshot() AS id')).rows[0]!.id;
+      const captured = await runLimited(targets, concurrency, (target, index) =>
+        inSnapshotTransaction(database, exported, (worker) => dataOf(worker, target, index)),
+      );
+      return { context, captured };
+    });
+
+    // Phase 2: data files into storage.
+    const timestamp = storageTimestamp(context.createdAt);
+    const groupInfo: ManifestGroup | null = group
+      ? { name: group.name, id: newGroupId(), tables: targets.map((t) => ({ schema: t.table.schema, table: t.table.table })) }
+      : null;
+    const planned = captured.map((data) => {
+      const snapshotId = newSnapshotId();
+      return { data, snapshotId, keys: snapshotKeys(data.target.table, timestamp, snapshotId) };
+    });
+    const stored = await runLimited(planned, Math.max(1, concurrency), async ({ data, keys }) => {
+      current = data.target.table;
+      options.signal?.throwIfAborted();
+      uploaded.push(keys.data);
+      return uploadDataFile(options.storage, keys.data, data.parquetFile, options.signal);
+    });
+
+    // Phase 3: manifests, the commit point.
+    const manifests = planned.map(({ data, snapshotId, keys }, index) =>
+      buildManifest(data, snapshotId, keys, stored[index]!, context, groupInfo, options),
+    );
+    options.signal?.throwIfAborted();
+    for (const [index, manifest] of manifests.entries()) {
+      current = captured[index]!.target.table;
+      const key = planned[index]!.keys.manifest;
+      written.push(key);
+      await options.storage.put(key, Readable.from([Buffer.from(serializeManifest(manifest))]), { contentType: 'application/json' });
+      logger.info('snapshot captured', {
+        table: displayName(captured[index]!.target.table),
+        snapshot_id: manifest.snapshot_id,
+        rows: manifest.row_count,
+        bytes: manifest.size_bytes,
+        duration_ms: manifest.duration_ms,
+        ...(manifest.warnings.length > 0 ? { warnings: manifest.warnings } : {}),
+      });
+    }
+    return manifests;
+  } catch (error) {
+    // Un-publish: manifests first (a group is all or nothing), then the data files.
+    for (const key of [...written, ...uploaded]) await options.storage.delete(key).catch(() => {});
+    throw wrapFailure(error, current, options.signal);
+  } finally {
+    await rm(tempRoot, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+function buildManifest(
+  data: CapturedData,
+  snapshotId: string,
+  keys: SnapshotKeys,
+  stored: { size: number; sha256: string },
+  context: SnapshotContext,
+  group: ManifestGroup | null,
+  options: CaptureOptions,
+): Manifest {
+  return {
+    format_version: MANIFEST_FORMAT_VERSION,
+    snapshot_id: snapshotId,
+    schema: data.target.table.schema,
+    table: data.target.table.table,
+    row_count: data.contentHash.row_count,
+    columns: data.columns,
+    ddl: data.definition.ddl,
+    definition: data.definition,
+    parquet_path: keys.data,
+    location: `${options.storage.url.replace(/\/+$/, '')}/${keys.data}`,
+    size_bytes: stored.size,
+    checksum: stored.sha256,
+    checksum_algorithm: 'sha256',
+    content_hash: data.contentHash,
+    session_settings: { ...CANONICAL_SETTINGS },
+    created_at: context.createdAt.toISOString(),
+    source: options.source ?? 'on-demand',
+    request_id: options.requestId ?? null,
+    label: options.label ?? null,
+    group,
+    read_from: data.target.readFrom ? { schema: data.target.readFrom.schema, table: data.target.readFrom.table } : null,
+    db_size_bytes: data.dbSizeBytes,
+    duration_ms: Date.now() - data.startedAt,
+    server_version: context.serverVersion,
+    server_version_num: context.serverVersionNum,
+    compression: 'snappy',
+    warnings: data.warnings,
+  };
+}
+
+/** Capture one table; resolves with its manifest once the snapshot is published. */
+export async function captureTable(options: CaptureTableOptions): Promise<Manifest> {
+  const target: CaptureTarget = { table: options.table, ...(options.readFrom ? { readFrom: options.readFrom } : {}) };
+  const [manifest] = await captureMany([target], options, null);
+  return manifest!;
+}
+
+/**
+ * Capture several tables in one consistent database snapshot, recorded as a recovery group in
+ * every manifest. All manifests are published, or none.
+ */
+export async function captureGroup(options: CaptureGroupOptions): Promise<Manifest[]> {
+  if (!options.group) throw new SnapshotError('a recovery group needs a name', { hint: 'pass --group NAME' });
+  return captureMany(options.tables, options, { name: options.group, concurrency: options.concurrency ?? 2 });
+}

@@ -1,0 +1,130 @@
+/**
+ * The manifest: everything needed to trust and restore one snapshot, stored as JSON beside the
+ * data file. It is written last, after the data file is complete and checked, and is therefore
+ * the commit point: a data file without a manifest is garbage, never a snapshot.
+ */
+import type { TableDefinition } from '../db/catalog.js';
+import { SnapshotError, describeError } from '../errors/index.js';
+import type { Storage } from '../storage/storage.js';
+import type { ContentHash } from './content-hash.js';
+import type { StoredAs } from './type-mapping.js';
+
+export const MANIFEST_FORMAT_VERSION = 1;
+
+export type SnapshotSource = 'sidecar' | 'before-image' | 'on-demand';
+
+export interface ManifestColumn {
+  name: string;
+  attnum: number;
+  /** format_type of the column, e.g. `numeric(10,2)`, `"My Schema".mood[]`. */
+  pg_type: string;
+  type_oid: number;
+  nullable: boolean;
+  generated: boolean;
+  identity: '' | 'a' | 'd';
+  /** Name of the column in the Parquet file (differs only when two names differ only by case). */
+  parquet_name: string;
+  /** Parquet physical type and annotation, e.g. `INT64`, `DECIMAL(10,2)`, `BYTE_ARRAY (STRING)`. */
+  parquet_type: string;
+  /** The type DuckDB reads the column as. */
+  duckdb_type: string;
+  /**
+   * `native`: the Parquet value is the value (ints, floats, bool, strings, date/timestamps, bytes,
+   * uuid, json, decimal). `text`: a string holding the PostgreSQL text form under
+   * `session_settings`, loaded back through `pg_type`.
+   */
+  stored_as: StoredAs;
+}
+
+export interface ManifestGroup {
+  name: string;
+  id: string;
+  /** Every table of the group, `schema.table`, in capture order. */
+  tables: Array<{ schema: string; table: string }>;
+}
+
+export interface Manifest {
+  format_version: number;
+  snapshot_id: string;
+  schema: string;
+  table: string;
+  row_count: number;
+  columns: ManifestColumn[];
+  /** CREATE TABLE text of the captured table (also in `definition.ddl`). */
+  ddl: string;
+  /** The whole table definition (columns, indexes, constraints, owned sequences, partitions). */
+  definition: TableDefinition;
+  /** Data file key relative to the storage root. */
+  parquet_path: string;
+  /** Data file URL (storage URL + key), for people and other tools. */
+  location: string;
+  size_bytes: number;
+  /** SHA-256 (hex) of the data file. */
+  checksum: string;
+  checksum_algorithm: 'sha256';
+  content_hash: ContentHash;
+  /** Settings under which text forms and the content hash were produced. */
+  session_settings: Record<string, string>;
+  created_at: string;
+  source: SnapshotSource;
+  request_id: number | null;
+  label: string | null;
+  group: ManifestGroup | null;
+  /** Set when rows were read from another relation (a TRUNCATE before-image copy). */
+  read_from: { schema: string; table: string } | null;
+  /** pg_total_relation_size of the table at capture time. */
+  db_size_bytes: number;
+  duration_ms: number;
+  server_version: string;
+  server_version_num: number;
+  compression: 'snappy';
+  warnings: string[];
+}
+
+export function serializeManifest(manifest: Manifest): string {
+  return `${JSON.stringify(manifest, null, 2)}\n`;
+}
+
+const REQUIRED_FIELDS: Array<keyof Manifest> = [
+  'format_version',
+  'snapshot_id',
+  'schema',
+  'table',
+  'row_count',
+  'columns',
+  'parquet_path',
+  'size_bytes',
+  'checksum',
+  'content_hash',
+  'created_at',
+];
+
+/** Parse and sanity-check manifest JSON; `where` names it in errors. */
+export function parseManifest(text: string, where: string): Manifest {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new SnapshotError(`manifest ${where} is not valid JSON: ${describeError(error)}`, { cause: error, hint: 'the manifest is damaged; use another snapshot' });
+  }
+  if (!value || typeof value !== 'object') throw new SnapshotError(`manifest ${where} is not a JSON object`, { hint: 'the manifest is damaged; use another snapshot' });
+  const record = value as Record<string, unknown>;
+  const missing = REQUIRED_FIELDS.filter((field) => record[field] === undefined);
+  if (missing.length > 0) throw new SnapshotError(`manifest ${where} lacks ${missing.join(', ')}`, { hint: 'the manifest is damaged; use another snapshot' });
+  if (typeof record.format_version !== 'number' || record.format_version > MANIFEST_FORMAT_VERSION) {
+    throw new SnapshotError(`manifest ${where} has format version ${String(record.format_version)}, newer than this Backstop understands`, {
+      hint: 'upgrade Backstop to read this snapshot',
+    });
+  }
+  return value as Manifest;
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export async function readManifest(storage: Storage, key: string): Promise<Manifest> {
+  return parseManifest(await readAll(await storage.get(key)), key);
+}

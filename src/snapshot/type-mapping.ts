@@ -1,0 +1,151 @@
+/**
+ * How each PostgreSQL column is stored in Parquet. Real Parquet types where the round trip is
+ * exact; otherwise the PostgreSQL text form (arrays, ranges, enums, composites, domains,
+ * intervals, network types, money, …), which restore loads back through the captured type.
+ *
+ * Rows travel as PostgreSQL CSV (COPY) into DuckDB, which reads every field as VARCHAR and casts
+ * it with `duckdbExpression`. Some types can hold values the Parquet type cannot (numeric NaN and
+ * ±Infinity, dates and timestamps that are BC, infinite or past year 9999): `unrepresentableSql`
+ * finds them in the capture's own snapshot, and such a column is stored as text instead, with a
+ * warning. The manifest records the outcome per column (`stored_as`), which is the rule restore
+ * follows.
+ */
+import type { ColumnDefinition } from '../db/catalog.js';
+import { quoteIdent } from '../db/identifiers.js';
+
+export type StoredAs = 'native' | 'text';
+
+interface NativeType {
+  duckdbType: string;
+  /** Parquet physical type and annotation, for the manifest and for readers. */
+  parquetType: string;
+  /** PostgreSQL expression selected for COPY, given the quoted column; default: the column. */
+  pgSelect?: (column: string) => string;
+  /** DuckDB expression from the CSV field (VARCHAR), given the quoted field name. */
+  fromCsv: (field: string) => string;
+  /** PostgreSQL boolean expression true for a value the Parquet type cannot hold exactly. */
+  unrepresentable?: (column: string) => string;
+}
+
+const cast = (type: string) => (field: string) => `CAST(${field} AS ${type})`;
+
+// Dates and timestamps go native for years 1–9999 AD: what every Parquet reader (DuckDB, pandas,
+// Spark) turns back into the same instant. Anything else (BC, infinity, year 10000+) goes as text.
+const dateOutsideRange = (column: string) => `NOT (${column} BETWEEN '0001-01-01'::date AND '9999-12-31'::date)`;
+const timestampOutsideRange = (type: string) => (column: string) =>
+  `NOT (${column} >= '0001-01-01 00:00:00${type === 'timestamptz' ? '+00' : ''}'::${type} AND ${column} < '10000-01-01 00:00:00${type === 'timestamptz' ? '+00' : ''}'::${type})`;
+
+const NATIVE_TYPES: Readonly<Record<string, NativeType>> = {
+  bool: { duckdbType: 'BOOLEAN', parquetType: 'BOOLEAN', fromCsv: cast('BOOLEAN') },
+  int2: { duckdbType: 'SMALLINT', parquetType: 'INT32 (INT(16,true))', fromCsv: cast('SMALLINT') },
+  int4: { duckdbType: 'INTEGER', parquetType: 'INT32', fromCsv: cast('INTEGER') },
+  int8: { duckdbType: 'BIGINT', parquetType: 'INT64', fromCsv: cast('BIGINT') },
+  // float4 goes through its exact float8 widening, so DuckDB never rounds decimal text twice.
+  float4: { duckdbType: 'FLOAT', parquetType: 'FLOAT', pgSelect: (c) => `${c}::float8`, fromCsv: (f) => `CAST(CAST(${f} AS DOUBLE) AS FLOAT)` },
+  float8: { duckdbType: 'DOUBLE', parquetType: 'DOUBLE', fromCsv: cast('DOUBLE') },
+  text: { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCsv: (f) => f },
+  varchar: { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCsv: (f) => f },
+  bpchar: { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCsv: (f) => f },
+  name: { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCsv: (f) => f },
+  // bytea_output = hex: `\x0001ff`.
+  bytea: { duckdbType: 'BLOB', parquetType: 'BYTE_ARRAY', fromCsv: (f) => `from_hex(substr(${f}, 3))` },
+  uuid: { duckdbType: 'UUID', parquetType: 'FIXED_LEN_BYTE_ARRAY(16) (UUID)', fromCsv: cast('UUID') },
+  json: { duckdbType: 'JSON', parquetType: 'BYTE_ARRAY (JSON)', fromCsv: cast('JSON') },
+  jsonb: { duckdbType: 'JSON', parquetType: 'BYTE_ARRAY (JSON)', fromCsv: cast('JSON') },
+  date: { duckdbType: 'DATE', parquetType: 'INT32 (DATE)', fromCsv: cast('DATE'), unrepresentable: dateOutsideRange },
+  timestamp: {
+    duckdbType: 'TIMESTAMP',
+    parquetType: 'INT64 (TIMESTAMP(MICROS,false))',
+    fromCsv: cast('TIMESTAMP'),
+    unrepresentable: timestampOutsideRange('timestamp'),
+  },
+  timestamptz: {
+    duckdbType: 'TIMESTAMP WITH TIME ZONE',
+    parquetType: 'INT64 (TIMESTAMP(MICROS,true))',
+    fromCsv: cast('TIMESTAMPTZ'),
+    unrepresentable: timestampOutsideRange('timestamptz'),
+  },
+};
+
+const TEXT_FORM: NativeType = { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCsv: (f) => f };
+
+/** numeric(p,s) with 1 ≤ p ≤ 38 and 0 ≤ s ≤ p fits DECIMAL(p,s); unconstrained numeric does not. */
+function decimalType(column: ColumnDefinition): NativeType | undefined {
+  const match = /^numeric\((\d+),(-?\d+)\)$/.exec(column.type);
+  if (!match) return undefined;
+  const precision = Number(match[1]);
+  const scale = Number(match[2]);
+  if (precision < 1 || precision > 38 || scale < 0 || scale > precision) return undefined;
+  return {
+    duckdbType: `DECIMAL(${precision},${scale})`,
+    parquetType: `DECIMAL(${precision},${scale})`,
+    fromCsv: cast(`DECIMAL(${precision},${scale})`),
+    // Every finite numeric(p≤38) value lies strictly inside ±1e38; NaN sorts above every number.
+    unrepresentable: (c) => `(${c} > 1e38::numeric OR ${c} < -1e38::numeric)`,
+  };
+}
+
+export interface ColumnPlan {
+  column: ColumnDefinition;
+  /** Column name inside the Parquet file (the PostgreSQL name unless two names differ only by case). */
+  parquetName: string;
+  native: NativeType | undefined;
+}
+
+/** The candidate storage of a column before its values are looked at. */
+export function planColumn(column: ColumnDefinition, parquetName: string): ColumnPlan {
+  const builtin = column.typeSchema === 'pg_catalog' ? NATIVE_TYPES[column.typeName] : undefined;
+  const native = builtin ?? (column.typeSchema === 'pg_catalog' && column.typeName === 'numeric' ? decimalType(column) : undefined);
+  return { column, parquetName, native };
+}
+
+/**
+ * Parquet column names: DuckDB folds identifiers case-insensitively, so `"Name"` and `name` in
+ * one table cannot both be kept as they are; the later one gets `_<attnum>` appended.
+ */
+export function parquetNames(columns: readonly ColumnDefinition[]): string[] {
+  const taken = new Set<string>();
+  return columns.map((column) => {
+    let name = column.name;
+    if (taken.has(name.toLowerCase())) name = `${column.name}_${column.attnum}`;
+    while (taken.has(name.toLowerCase())) name = `${name}_`;
+    taken.add(name.toLowerCase());
+    return name;
+  });
+}
+
+/** SQL that is true when a column holds a value its native Parquet type cannot carry, or null. */
+export function unrepresentableSql(plan: ColumnPlan): string | null {
+  return plan.native?.unrepresentable ? plan.native.unrepresentable(quoteIdent(plan.column.name)) : null;
+}
+
+export interface ColumnStorage {
+  storedAs: StoredAs;
+  duckdbType: string;
+  parquetType: string;
+  /** Expression in the COPY's SELECT list. */
+  pgSelect: string;
+  /** DuckDB expression over the CSV field named `field`. */
+  duckdbExpression: (field: string) => string;
+}
+
+/** Final storage of a column, once it is known whether its values all fit the native type. */
+export function resolveStorage(plan: ColumnPlan, hasUnrepresentable: boolean): ColumnStorage {
+  const quoted = quoteIdent(plan.column.name);
+  const type = plan.native && !hasUnrepresentable ? plan.native : undefined;
+  if (!type) {
+    return { storedAs: 'text', duckdbType: TEXT_FORM.duckdbType, parquetType: TEXT_FORM.parquetType, pgSelect: quoted, duckdbExpression: TEXT_FORM.fromCsv };
+  }
+  return {
+    storedAs: 'native',
+    duckdbType: type.duckdbType,
+    parquetType: type.parquetType,
+    pgSelect: type.pgSelect ? type.pgSelect(quoted) : quoted,
+    duckdbExpression: type.fromCsv,
+  };
+}
+
+/** Whether the column is stored natively when its values allow (for warnings about the rest). */
+export function hasNativeType(plan: ColumnPlan): boolean {
+  return plan.native !== undefined;
+}

@@ -1,0 +1,41 @@
+/**
+ * The one interface every snapshot store implements: a local folder or an S3 bucket. Keys are
+ * `/`-separated paths relative to the store's root (the URL's prefix). Bodies are streams, never
+ * whole buffers, so a 50 GB data file moves with bounded memory.
+ */
+import type { Readable } from 'node:stream';
+
+export interface StoredObject {
+  key: string;
+  size: number;
+  modified: Date;
+}
+
+export interface PutOptions {
+  /** Aborting removes whatever was partly written (temp file, multipart upload). */
+  signal?: AbortSignal;
+  contentType?: string;
+  /** Size in bytes when known in advance; lets S3 choose a part size for very large bodies. */
+  size?: number;
+}
+
+export interface Storage {
+  /** The store's URL as the user would write it (no credentials). */
+  readonly url: string;
+  /**
+   * Write `body` under `key` atomically: readers see either nothing or the whole object (local:
+   * temp name renamed into place; S3: single PUT or multipart upload completed at the end).
+   * Resolves with the number of bytes written.
+   */
+  put(key: string, body: Readable, options?: PutOptions): Promise<{ size: number }>;
+  /** A stream of the object's bytes; NotFoundError when it does not exist. */
+  get(key: string): Promise<Readable>;
+  /** Size and modification time, or undefined when the object does not exist. */
+  head(key: string): Promise<StoredObject | undefined>;
+  /** Every object whose key starts with `prefix`, in no particular order. */
+  list(prefix: string): Promise<StoredObject[]>;
+  /** Remove the object; removing a missing object is not an error. */
+  delete(key: string): Promise<void>;
+  /** Cheap reachability and permission check; throws StorageError with a hint when unusable. */
+  check(): Promise<void>;
+}
