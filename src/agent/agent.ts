@@ -86,6 +86,7 @@ export class Agent {
   private wakePending = false;
   private sweepLoop: Promise<void> | undefined;
   private readonly startedAt = new Date();
+  private readonly stopHooks: Array<() => Promise<void>> = [];
 
   constructor(options: AgentOptions) {
     this.options = options;
@@ -255,6 +256,11 @@ export class Agent {
     this.inFlight.set(request.id, task);
   }
 
+  /** Run `hook` at the end of stop() (resources the work modules opened). */
+  onStop(hook: () => Promise<void>): void {
+    this.stopHooks.push(hook);
+  }
+
   /** Answer one request right away (tests and `--once` style callers); false if another agent had it. */
   async answerNow(requestId: string): Promise<boolean> {
     const request = await findRequest(this.pool, requestId);
@@ -281,6 +287,7 @@ export class Agent {
     await this.heartbeat.stop();
     await this.leaderElection.stop();
     await this.http?.close();
+    for (const hook of this.stopHooks) await hook().catch(() => {});
     await this.pool.end().catch(() => {});
     this.state.close();
     this.logger.info('agent stopped');

@@ -1,11 +1,13 @@
 /**
- * What the agent's leader does besides answering requests, assembled from the modules that do
- * it: before-image capture, TRUNCATE image export, on-demand snapshots, continuous snapshots.
+ * What the agent's leader does besides deciding, assembled from the modules that do it:
+ * before-image capture, TRUNCATE image export, on-demand snapshots, continuous snapshots.
  */
-import { SnapshotError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/storage.js';
+import { BeforeImages, createCapturePool } from '../capture/before-image.js';
+import { recordCapturedSnapshot } from '../capture/record.js';
+import { TruncateExporter } from '../capture/truncate-export.js';
 import type { Agent, AgentWork } from './agent.js';
 
 export async function openAgentStorage(url: string | undefined): Promise<Storage> {
@@ -13,14 +15,36 @@ export async function openAgentStorage(url: string | undefined): Promise<Storage
 }
 
 export function agentWork(agent: Agent, storage: Storage, logger: Logger): AgentWork {
-  void agent;
-  void storage;
-  void logger;
+  const { options, metrics, state } = agent;
+  // Captures get their own connections (with lock_timeout), so a long capture never starves
+  // claims, decisions and the heartbeat of pool connections.
+  const capturePool = createCapturePool(options.target, Math.max(2, options.concurrency * 2), `backstop agent ${agent.agentId} capture`);
+  capturePool.on('error', (error) => logger.warn('idle capture connection failed', { error: error.message }));
+  agent.onStop(() => capturePool.end());
+  const record = (manifest: Parameters<typeof recordCapturedSnapshot>[2], verified: boolean) => recordCapturedSnapshot(agent.pool, state, manifest, verified);
+  const beforeImages = new BeforeImages({
+    pool: capturePool,
+    storage,
+    logger: logger.child({ component: 'capture' }),
+    record,
+    observe: ({ manifest, seconds, failed }) => {
+      if (failed) metrics.snapshotFailures.inc({ source: 'before-image' });
+      if (manifest) {
+        metrics.snapshotDuration.observe({ source: 'before-image' }, seconds);
+        metrics.snapshotBytes.inc({ source: 'before-image' }, manifest.size_bytes);
+      }
+    },
+  });
+  const truncateImages = new TruncateExporter({ pool: capturePool, storage, logger: logger.child({ component: 'truncate-export' }), record });
   return {
-    capturer: {
-      capture: async () => {
-        throw new SnapshotError('before-image capture is not available in this build');
-      },
+    capturer: beforeImages,
+    exportTruncateImages: async (signal) => {
+      await truncateImages.exportPending(signal);
+    },
+    listSnapshots: async (table) => {
+      const all = state.listSnapshots();
+      const wanted = table ? all.filter((s) => `${s.schema}.${s.table}` === table || s.table === table) : all;
+      return wanted.map((s) => s.manifest);
     },
   };
 }

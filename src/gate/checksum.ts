@@ -1,0 +1,24 @@
+/**
+ * The gate's checksum check: read the stored data file back and compare its SHA-256 with the
+ * manifest. This proves the bytes in storage — not just the ones that were sent — are the
+ * snapshot the manifest describes.
+ */
+import { createHash } from 'node:crypto';
+import { VerificationError } from '../errors/index.js';
+import type { Manifest } from '../snapshot/manifest.js';
+import type { Storage } from '../storage/storage.js';
+
+export async function verifyStoredChecksum(storage: Storage, manifest: Pick<Manifest, 'parquet_path' | 'checksum' | 'size_bytes' | 'snapshot_id'>): Promise<void> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of await storage.get(manifest.parquet_path)) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).length;
+  }
+  const actual = hash.digest('hex');
+  if (actual !== manifest.checksum || size !== manifest.size_bytes) {
+    throw new VerificationError(`data file ${manifest.parquet_path} has sha256 ${actual} (${size} bytes), the manifest says ${manifest.checksum} (${manifest.size_bytes} bytes)`, {
+      hint: `the stored snapshot ${manifest.snapshot_id} is damaged; take a new one`,
+    });
+  }
+}
