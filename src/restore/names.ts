@@ -69,11 +69,12 @@ export class SchemaNames {
 export async function takenRelationNames(client: pg.ClientBase, schema: string, ignoringTable?: string): Promise<SchemaNames> {
   const { rows } = await client.query<{ name: string }>(
     `WITH doomed AS (
-       SELECT t.relid AS oid
+       -- pg_partition_tree lists nothing for a plain table: add the table itself.
+       SELECT u.oid
          FROM pg_catalog.pg_namespace n
          JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = $2
-         CROSS JOIN LATERAL pg_catalog.pg_partition_tree(c.oid) t
-        WHERE n.nspname = $1 AND $2::text IS NOT NULL
+         CROSS JOIN LATERAL (SELECT c.oid UNION SELECT t.relid FROM pg_catalog.pg_partition_tree(c.oid) t) AS u(oid)
+        WHERE n.nspname = $1
      ), doomed_all AS (
        SELECT oid FROM doomed
        UNION SELECT i.indexrelid FROM pg_catalog.pg_index i WHERE i.indrelid IN (SELECT oid FROM doomed)
