@@ -41,7 +41,7 @@ function parseS3(url: string): S3Location {
   if (!BUCKET_NAME.test(bucket)) {
     throw new ConfigError(`"${bucket}" in storage URL "${url}" is not a valid S3 bucket name`, { hint: S3_URL_HINT });
   }
-  if (prefix.split('/').some((part) => part === '' || part === '.' || part === '..')) {
+  if (prefix !== '' && prefix.split('/').some((part) => part === '' || part === '.' || part === '..')) {
     throw new ConfigError(`storage URL "${url}" has an empty, "." or ".." part in its prefix`, { hint: S3_URL_HINT });
   }
   let endpoint: string | undefined;
