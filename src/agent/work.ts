@@ -25,6 +25,7 @@ export function agentWork(agent: Agent, storage: Storage, logger: Logger): Agent
   const beforeImages = new BeforeImages({
     pool: capturePool,
     storage,
+    concurrency: options.concurrency,
     logger: logger.child({ component: 'capture' }),
     record,
     observe: ({ manifest, seconds, failed }) => {

@@ -29,20 +29,50 @@ export interface BeforeImageOptions {
   pool: pg.Pool;
   storage: Storage;
   logger: Logger;
+  /** Captures running at once, across all requests. */
+  concurrency: number;
   /** Records the manifest where a DBA sees it (backstop.snapshots) and in the local catalog. */
   record(manifest: Manifest, verified: boolean): Promise<void>;
   /** Count a capture (metrics). */
   observe?(outcome: { manifest?: Manifest; seconds: number; failed: boolean }): void;
 }
 
+/** At most `size` captures at once across all requests (each holds a DuckDB encoder and a connection). */
+class CaptureSlots {
+  private free: number;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(size: number) {
+    this.free = Math.max(1, size);
+  }
+
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    if (this.free > 0) this.free -= 1;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    try {
+      return await work();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.free += 1;
+    }
+  }
+}
+
 export class BeforeImages implements BeforeImageCapturer {
   private readonly options: BeforeImageOptions;
+  private readonly slots: CaptureSlots;
 
   constructor(options: BeforeImageOptions) {
     this.options = options;
+    this.slots = new CaptureSlots(options.concurrency);
   }
 
-  async capture(target: ResolvedTarget, requestId: string, signal: AbortSignal): Promise<TargetSnapshot> {
+  capture(target: ResolvedTarget, requestId: string, signal: AbortSignal): Promise<TargetSnapshot> {
+    return this.slots.run(() => this.captureNow(target, requestId, signal));
+  }
+
+  private async captureNow(target: ResolvedTarget, requestId: string, signal: AbortSignal): Promise<TargetSnapshot> {
     const { pool, storage, logger } = this.options;
     const started = performance.now();
     let manifest: Manifest;
