@@ -726,7 +726,7 @@ DECLARE
   dblink_schema text := backstop._dblink_schema();
   connection_name text;
   deadline timestamptz := clock_timestamp() + timeout;
-  last_read timestamptz := '-infinity';
+  last_read timestamptz;
   woken boolean;
   status text;
 BEGIN
@@ -740,7 +740,7 @@ BEGIN
       EXECUTE format('SELECT count(*) > 0 FROM %I.dblink_get_notify($1)', dblink_schema)
         INTO woken USING connection_name;
     END IF;
-    IF woken OR clock_timestamp() - last_read >= interval '250 ms' THEN
+    IF woken OR last_read IS NULL OR clock_timestamp() - last_read >= interval '250 ms' THEN
       status := backstop._committed_status(request_id);
       last_read := clock_timestamp();
       EXIT WHEN status IS NULL OR backstop._is_final(status);

@@ -438,6 +438,30 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, backstop, pg_temp
 AS $$ SELECT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = session_user), false) $$;
 
+-- The statement is about to be refused although it consumed approvals: withdraw them (through
+-- the loopback, so it sticks after the rollback), otherwise re-running the same statement would
+-- pick the same insufficient approval up again until it expires.
+CREATE FUNCTION backstop._withdraw_consumed_approvals(reason text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+DECLARE
+  consumed bigint;
+BEGIN
+  IF backstop._dblink_schema() IS NULL THEN
+    RETURN;
+  END IF;
+  FOR consumed IN SELECT c.request_id FROM backstop.request_consumptions c WHERE c.txid = txid_current_if_assigned() LOOP
+    PERFORM backstop._loopback_value(format(
+      'WITH withdrawn AS (
+         UPDATE backstop.request_log SET status = ''expired'', reason = %L, decided_at = clock_timestamp()
+          WHERE id = %s AND status = ''approved'' RETURNING id)
+       SELECT count(*)::text FROM withdrawn, LATERAL backstop._notify_decision(id, ''expired'')',
+      reason, consumed));
+  END LOOP;
+END
+$fn$;
+
 -- Every dropped permanent table and table column must be covered by a request consumed in this
 -- transaction (a CASCADE reaching further is refused, naming the table). Non-superusers may not
 -- drop Backstop's TRUNCATE triggers.
@@ -466,6 +490,7 @@ BEGIN
     END IF;
     covered := coalesce(covered, backstop._covered_oids());
     IF NOT dropped.objid = ANY (covered) THEN
+      PERFORM backstop._withdraw_consumed_approvals(format('the statement also dropped %s %s, which the approval does not cover', dropped.object_type, dropped.object_identity));
       RAISE EXCEPTION 'Backstop refused %: % % would be dropped without an approved request covering it',
           tg_tag, dropped.object_type, dropped.object_identity
         USING ERRCODE = 'BS005',
@@ -492,6 +517,7 @@ BEGIN
     RETURN;
   END IF;
   IF NOT relid = ANY (backstop._covered_oids()) THEN
+    PERFORM backstop._withdraw_consumed_approvals(format('the statement also rewrote %s, which the approval does not cover', relid::regclass));
     RAISE EXCEPTION 'Backstop refused %: changing a column type rewrites %, and no approved request covers it', tg_tag, relid::regclass
       USING ERRCODE = 'BS005',
             HINT = 'run the ALTER TABLE as a single top-level statement so Backstop can pause it for approval, or file it first with SELECT backstop.request($$...$$)';
