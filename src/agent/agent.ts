@@ -278,7 +278,9 @@ export class Agent {
     await this.work?.scheduler?.stop().catch(() => {});
     const grace = this.options.shutdownGraceMs ?? 20_000;
     const running = Promise.all(this.inFlight.values());
-    const finished = await Promise.race([running.then(() => true), sleep(grace).then(() => false)]);
+    const graceOver = new AbortController();
+    const finished = await Promise.race([running.then(() => true), sleep(grace, graceOver.signal).then(() => false)]);
+    graceOver.abort();
     if (!finished) {
       this.logger.warn('captures still running at shutdown; aborting them (no manifest is written)', { in_flight: this.inFlight.size });
       this.abortWork.abort();
