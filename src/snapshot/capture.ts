@@ -178,7 +178,9 @@ async function scanRows(client: pg.ClientBase, from: string, checks: Array<strin
 async function relationFacts(client: pg.ClientBase, relation: QualifiedName): Promise<{ unlogged: boolean; sizeBytes: number }> {
   const { rows } = await client.query<{ persistence: string; size: string }>(
     `SELECT c.relpersistence::text AS persistence,
-            (SELECT COALESCE(pg_catalog.sum(pg_catalog.pg_total_relation_size(p.relid)), 0) FROM pg_catalog.pg_partition_tree(c.oid) AS p)::bigint::text AS size
+            CASE WHEN c.relkind = 'p'
+                 THEN (SELECT COALESCE(pg_catalog.sum(pg_catalog.pg_total_relation_size(p.relid)), 0) FROM pg_catalog.pg_partition_tree(c.oid) AS p)
+                 ELSE pg_catalog.pg_total_relation_size(c.oid) END::bigint::text AS size
        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = $1 AND c.relname = $2`,
     [relation.schema, relation.table],
