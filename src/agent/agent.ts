@@ -16,7 +16,7 @@ import { createPool, type DatabaseTarget } from '../db/connection.js';
 import { describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Storage } from '../storage/storage.js';
-import { findRequest, pendingRequests, type RequestRow } from '../decision/agent-api.js';
+import { findRequest, orphanedRequests, pendingRequests, type RequestRow } from '../decision/agent-api.js';
 import { expireAbandonedRequests } from '../decision/expiry.js';
 import type { ApprovalMode } from '../gate/settings.js';
 import { loadParser } from '../request/statement.js';
@@ -237,17 +237,22 @@ export class Agent {
     for (const request of await pendingRequests(this.pool)) {
       if (this.stopping.signal.aborted || !this.leaderElection.leader) return;
       if (this.inFlight.has(request.id)) continue;
-      this.dispatch(request);
+      this.dispatch(request, false);
+    }
+    for (const request of await orphanedRequests(this.pool, this.agentId)) {
+      if (this.stopping.signal.aborted || !this.leaderElection.leader) return;
+      if (this.inFlight.has(request.id)) continue;
+      this.dispatch(request, true);
     }
     await expireAbandonedRequests(this.pool, { agentId: this.agentId, inFlight: new Set(this.inFlight.keys()), logger: this.logger, metrics: this.metrics });
     if (this.work?.exportTruncateImages) await this.work.exportTruncateImages(signal);
     if (this.work?.serveSnapshotRequests) await this.work.serveSnapshotRequests(signal);
   }
 
-  private dispatch(request: RequestRow): void {
+  private dispatch(request: RequestRow, resume: boolean): void {
     const pipeline = this.pipeline!;
     const task = pipeline
-      .answer(request, this.abortWork.signal)
+      .answer(request, this.abortWork.signal, resume)
       .catch((error) => this.logger.error('request could not be answered; it will be retried or expired', { request_id: request.id, error: describeError(error) }))
       .then(() => undefined)
       .finally(() => {

@@ -63,12 +63,15 @@ export class RequestPipeline {
     this.options = options;
   }
 
-  /** Claim and answer one request; false when another agent had it. */
-  async answer(request: RequestRow, signal: AbortSignal): Promise<boolean> {
+  /**
+   * Claim and answer one request; false when another agent had it. `resume` answers a request
+   * already in `capturing` that nobody is working on (see orphanedRequests) without claiming.
+   */
+  async answer(request: RequestRow, signal: AbortSignal, resume = false): Promise<boolean> {
     const { db, agentId, logger } = this.options;
-    if (!(await claimRequest(db, request.id, agentId))) return false;
+    if (!resume && !(await claimRequest(db, request.id, agentId))) return false;
     const log = logger.child({ request_id: request.id });
-    log.info('answering request', { command: request.command_tag, requester: request.requester });
+    log.info(resume ? 'resuming request left capturing' : 'answering request', { command: request.command_tag, requester: request.requester });
     let outcome: Outcome;
     try {
       outcome = await this.evaluate(request, signal, log);

@@ -50,6 +50,21 @@ export async function pendingRequests(db: Queryable): Promise<RequestRow[]> {
   return rows;
 }
 
+/**
+ * Requests stuck in `capturing` with nobody working on them: claimed by this agent in an earlier
+ * life (or before a decision could be written), or by an agent whose heartbeat went stale.
+ */
+export async function orphanedRequests(db: Queryable, agentId: string): Promise<RequestRow[]> {
+  const { rows } = await db.query<RequestRow>(
+    `SELECT ${REQUEST_COLUMNS} FROM backstop.requests r
+      WHERE r.status = 'capturing'
+        AND (r.agent_id = $1 OR NOT EXISTS (SELECT FROM backstop.agents a WHERE a.agent_id = r.agent_id AND a.fresh))
+      ORDER BY r.id`,
+    [agentId],
+  );
+  return rows;
+}
+
 export async function findRequest(db: Queryable, requestId: string): Promise<RequestRow | undefined> {
   const { rows } = await db.query<RequestRow>(`SELECT ${REQUEST_COLUMNS} FROM backstop.requests WHERE id = $1::bigint`, [requestId]);
   return rows[0];

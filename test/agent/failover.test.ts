@@ -20,6 +20,10 @@ describe('leader election', () => {
   });
 
   it('has exactly one leader, and a standby takes over when the leader is killed', async () => {
+    // A request an agent claimed and then died with: the leader answers it anyway.
+    const { rows: [orphan] } = await client.query(`SELECT backstop.request($$DROP TABLE missing_orphan$$) AS id`);
+    expect((await client.query(`SELECT backstop.agent_claim($1, 'ghost') AS ok`, [orphan.id])).rows[0].ok).toBe(true);
+
     const storage = await tempDir('backstop-storage-');
     const first = await startAgent({ db: db.url, storage, args: ['--agent-id', 'first'] });
     agents.push(first);
@@ -30,6 +34,10 @@ describe('leader election', () => {
       const { rows } = await client.query(`SELECT agent_id, leader FROM backstop.agents ORDER BY agent_id`);
       return rows.length === 2 && rows.every((row) => row.leader === (row.agent_id === 'first')) ? rows : undefined;
     }, 60_000, 'both heartbeats with one leader');
+
+    const resumed = await waitForStatus(client, orphan.id, ['denied']);
+    expect(resumed).toMatchObject({ decided_by: 'first' });
+    expect(resumed.reason).toContain('missing_orphan does not exist');
 
     const { rows: [before] } = await client.query(`SELECT backstop.request($$DROP TABLE missing_one$$) AS id`);
     expect((await waitForStatus(client, before.id, ['denied'])).decided_by).toBe('first');
