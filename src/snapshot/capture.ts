@@ -348,10 +348,10 @@ async function captureMany(targets: CaptureTarget[], options: CaptureOptions, gr
       }
       const exported = options.snapshot ?? (await client.query<{ id: string }>('SELECT pg_catalog.pg_export_snapshot() AS id')).rows[0]!.id;
       const captured = await runLimited(targets, concurrency, (target, index) =>
-        inSnapshotTransaction(database, exported, (worker) => dataOf(worker, target, index)),
+        inSnapshotTransaction(database, exported, (worker) => dataOf(worker, target, index), options.signal),
       );
       return { context, captured };
-    });
+    }, options.signal);
 
     // Phase 2: data files into storage.
     const timestamp = storageTimestamp(context.createdAt);

@@ -47,9 +47,16 @@ export async function inSnapshotTransaction<T>(
   database: DatabaseSource,
   importSnapshot: string | undefined,
   work: (client: pg.ClientBase) => Promise<T>,
+  signal?: AbortSignal,
 ): Promise<T> {
+  signal?.throwIfAborted();
   const { client, release } = await lease(database);
   let ok = false;
+  // A query waiting on a lock or scanning a huge table ends only when its connection does.
+  const onAbort = () => {
+    (client as pg.Client).end().catch(() => {});
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     if (importSnapshot) {
@@ -70,6 +77,7 @@ export async function inSnapshotTransaction<T>(
     ok = true;
     return result;
   } finally {
+    signal?.removeEventListener('abort', onAbort);
     await release(!ok);
   }
 }
