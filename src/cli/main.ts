@@ -2,10 +2,12 @@
 import { createProgram, reportFailure } from './program.js';
 import { registerInstallCommands } from './commands/install.js';
 import { registerAgentCommand } from './commands/agent.js';
+import { registerRestoreCommands } from './commands/restore.js';
 
 const program = createProgram();
 registerInstallCommands(program);
 registerAgentCommand(program);
+registerRestoreCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -12,10 +12,11 @@
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { displayName, parseQualifiedName, quoteIdent, quoteQualified, type QualifiedName } from '../db/identifiers.js';
-import { BackstopError, ConfigError, ConflictError, DatabaseError, VerificationError, describeError } from '../errors/index.js';
+import { BackstopError, ConfigError, ConflictError, DatabaseError, NotFoundError, VerificationError, describeError } from '../errors/index.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import { createProgress } from '../log/progress.js';
 import { contentHash, sameContent, type ContentHash } from '../snapshot/content-hash.js';
+import { findManifest, listManifests } from '../snapshot/list.js';
 import type { Manifest } from '../snapshot/manifest.js';
 import { setCanonicalSettingsLocal } from '../snapshot/session-settings.js';
 import type { Storage } from '../storage/storage.js';
@@ -315,4 +316,69 @@ async function addForeignKey(client: pg.ClientBase, table: RestoredTable, name: 
     table.skippedForeignKeys.push({ name, references: fk.references, reason: describeError(error) });
     logger.debug('foreign key skipped', { name, error: describeError(error) });
   }
+}
+
+export interface RestoreSnapshotOptions extends RunOptions {
+  client: pg.ClientBase;
+  storage: Storage;
+  snapshotId: string;
+  /** The snapshot's table (--table); checked against the snapshot unless `into` is given. */
+  table?: string | QualifiedName;
+  /** Restore under this name (--into); an unqualified name lands in the snapshot's schema. */
+  into?: string | QualifiedName;
+}
+
+/** Restore one snapshot (see restoreItems for the guarantees). */
+export async function restoreSnapshot(options: RestoreSnapshotOptions): Promise<RestoreResult> {
+  const manifest = await findManifest(options.storage, options.snapshotId);
+  const source = { schema: manifest.schema, table: manifest.table };
+  const named = options.table === undefined ? undefined : resolveTableName(options.table, manifest.schema);
+  if (named && options.into === undefined && (named.schema !== source.schema || named.table !== source.table)) {
+    throw new ConfigError(`snapshot ${manifest.snapshot_id} is of ${quoteQualified(source)}, not ${quoteQualified(named)}`, {
+      hint: `to restore it under another name pass --into ${quoteQualified(named)}; to restore it as itself pass --table ${quoteQualified(source)}`,
+    });
+  }
+  const target = options.into !== undefined ? resolveTableName(options.into, manifest.schema) : named ?? source;
+  return restoreItems(options.client, options.storage, [{ manifest, target }], options);
+}
+
+export interface RestoreGroupOptions extends RunOptions {
+  client: pg.ClientBase;
+  storage: Storage;
+  /** Any snapshot of the recovery group. */
+  snapshotId: string;
+  /** Restore every table into this schema instead of its own. */
+  intoSchema?: string;
+  /** Append this to every table name (e.g. `_restored`). */
+  suffix?: string;
+}
+
+/** Every snapshot of the recovery group `snapshotId` belongs to, captured together. */
+export async function groupManifests(storage: Storage, snapshotId: string): Promise<Manifest[]> {
+  const first = await findManifest(storage, snapshotId);
+  const group = first.group;
+  if (!group) {
+    throw new ConfigError(`snapshot ${snapshotId} was not captured as part of a recovery group`, { hint: 'restore it on its own (without --group)' });
+  }
+  const members: Manifest[] = [];
+  for (const table of group.tables) {
+    const found = (await listManifests(storage, { table })).find((m) => m.group?.id === group.id);
+    if (!found) {
+      throw new NotFoundError(`recovery group "${group.name}" (${group.id}) lacks its snapshot of ${displayName(table)}`, {
+        hint: 'the group is incomplete (pruned or deleted); restore the remaining tables one by one',
+      });
+    }
+    members.push(found);
+  }
+  return members;
+}
+
+/** Restore a whole recovery group in one transaction, referenced tables first. */
+export async function restoreGroup(options: RestoreGroupOptions): Promise<RestoreResult> {
+  const manifests = await groupManifests(options.storage, options.snapshotId);
+  const items = manifests.map((manifest) => ({
+    manifest,
+    target: { schema: options.intoSchema ?? manifest.schema, table: truncateIdentifier(`${manifest.table}${options.suffix ?? ''}`) },
+  }));
+  return restoreItems(options.client, options.storage, items, options);
 }
