@@ -1,0 +1,332 @@
+/**
+ * Continuous snapshots. On start every watched table is captured; then each poll reads all
+ * tables' change counters in one query and captures those that are new, changed, or due for a
+ * retry (every table with --snapshot-every-poll). Captures run with bounded concurrency; one
+ * table's failure is retried with backoff and never stops the others. Each poll also checks for
+ * drift (tables or columns gone without a consumed request) before anything is captured, so the
+ * snapshot from before the drift is the one that gets protected.
+ */
+import type pg from 'pg';
+import { describeError } from '../errors/index.js';
+import type { Logger } from '../log/logger.js';
+import type { Storage } from '../storage/storage.js';
+import { captureAndRecord, pruneTable, type CaptureContext } from './capture-step.js';
+import { observeTables, planCaptures, type CaptureReason, type PlannedCapture } from './change-detection.js';
+import { coveredByConsumedRequests, describeDrift, findDriftCandidates, recordAlert, stillExisting, type DriftCandidate } from './drift.js';
+import { Limiter, forEachLimited } from './limiter.js';
+import type { AgentMetrics } from './metrics.js';
+import { handleSnapshotRequests, type OnDemandReport } from './on-demand.js';
+import { DEFAULT_BACKOFF, type AgentState, type BackoffOptions } from './state.js';
+
+export interface SchedulerOptions {
+  /** Milliseconds between polls. */
+  interval: number;
+  /** Capture every table on every poll, changed or not. */
+  everyPoll: boolean;
+  /** Keep this many background snapshots per table (older ones are pruned); undefined = keep all. */
+  keep?: number;
+  /** Watched schemas; undefined or empty = every user schema. */
+  schemas?: string[];
+  /** At most this many captures at once (polls and on-demand together). */
+  concurrency: number;
+  /** Retry delays after failed captures (default: 10 s doubling up to 15 min, with jitter). */
+  retryBackoff?: BackoffOptions;
+  /** How long stop() lets running captures finish before aborting them (default 30 s). */
+  stopTimeout?: number;
+}
+
+export interface SnapshotSchedulerDeps {
+  pool: pg.Pool;
+  storage: Storage;
+  state: AgentState;
+  metrics: AgentMetrics;
+  logger: Logger;
+  options: SchedulerOptions;
+}
+
+export interface PollFailure {
+  schema: string;
+  table: string;
+  error: string;
+  failures: number;
+  nextAttemptAt: Date;
+}
+
+export interface PollReport {
+  startedAt: Date;
+  tablesSeen: number;
+  captured: number;
+  skippedUnchanged: number;
+  /** Tables that failed before and are waiting for their next attempt. */
+  waitingForRetry: number;
+  failed: number;
+  failures: PollFailure[];
+  alertsRaised: number;
+  pruned: number;
+  durationMs: number;
+}
+
+export class SnapshotScheduler {
+  private readonly context: CaptureContext;
+  private readonly options: SchedulerOptions;
+  private readonly limiter: Limiter;
+  /** Aborts running captures; renewed on each start() so the scheduler can run again after stop(). */
+  private controller = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private stopping = false;
+  /** The poll in progress; polls never overlap. */
+  private currentPoll: Promise<PollReport> | undefined;
+  private currentOnDemand: Promise<OnDemandReport> | undefined;
+  private pollsDone = 0;
+  private databaseBound = false;
+  private lastReport: PollReport | undefined;
+
+  constructor(deps: SnapshotSchedulerDeps) {
+    this.context = { pool: deps.pool, storage: deps.storage, state: deps.state, metrics: deps.metrics, logger: deps.logger };
+    this.options = deps.options;
+    this.limiter = new Limiter(deps.options.concurrency);
+  }
+
+  /** The report of the last finished poll. */
+  get lastPoll(): PollReport | undefined {
+    return this.lastReport;
+  }
+
+  /**
+   * Poll now and then every `interval` ms (measured from the end of a poll) until stop(). May be
+   * called again after stop() (leadership regained).
+   */
+  start(): void {
+    if (this.running) return;
+    if (this.controller.signal.aborted) this.controller = new AbortController();
+    this.running = true;
+    this.stopping = false;
+    const loop = (): void => {
+      this.timer = undefined;
+      if (!this.running) return;
+      this.pollOnce()
+        .catch((error: unknown) => this.context.logger.error('snapshot poll failed', { error: describeError(error) }))
+        .finally(() => {
+          if (this.running) this.timer = setTimeout(loop, this.options.interval);
+        });
+    };
+    loop();
+  }
+
+  /**
+   * Stop taking work. Running captures get `stopTimeout` ms to finish; then they are aborted
+   * (the engine writes no manifest for an aborted capture). Resolves when nothing runs any more.
+   */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    const inFlight = Promise.allSettled([this.currentPoll, this.currentOnDemand].filter((p) => p !== undefined));
+    let bound: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      inFlight.then(() => false),
+      new Promise<boolean>((resolve) => {
+        bound = setTimeout(() => resolve(true), this.options.stopTimeout ?? 30_000);
+      }),
+    ]);
+    clearTimeout(bound);
+    if (timedOut) {
+      this.context.logger.warn('aborting snapshot captures still running at shutdown; no manifest is written for them');
+      this.controller.abort(new Error('the agent is stopping'));
+      await inFlight;
+    }
+    this.stopping = false;
+  }
+
+  /** One poll (serialised with any running one). */
+  pollOnce(): Promise<PollReport> {
+    const previous = this.currentPoll ?? Promise.resolve(undefined);
+    const next = previous
+      .catch(() => undefined)
+      .then(() => this.poll());
+    this.currentPoll = next;
+    void next.finally(() => {
+      if (this.currentPoll === next) this.currentPoll = undefined;
+    }).catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * Capture pending on-demand snapshot requests (call on NOTIFY backstop_snapshots and on each
+   * sweep, from the leader only). Runs serialised; `signal` aborts its captures in addition to stop().
+   */
+  handleSnapshotRequests(signal?: AbortSignal): Promise<OnDemandReport> {
+    if (this.stopping) return Promise.resolve({ handled: 0, failed: 0 });
+    const previous = this.currentOnDemand ?? Promise.resolve(undefined);
+    const next = previous
+      .catch(() => undefined)
+      .then(() =>
+        handleSnapshotRequests(this.context, {
+          limiter: this.limiter,
+          signal: signal ? AbortSignal.any([signal, this.controller.signal]) : this.controller.signal,
+        }),
+      );
+    this.currentOnDemand = next;
+    void next.finally(() => {
+      if (this.currentOnDemand === next) this.currentOnDemand = undefined;
+    }).catch(() => undefined);
+    return next;
+  }
+
+  private async bindDatabase(): Promise<void> {
+    if (this.databaseBound) return;
+    const { rows } = await this.context.pool.query<{ identity: string }>(
+      `SELECT concat_ws(':', (SELECT system_identifier::text FROM pg_catalog.pg_control_system()), d.oid::text, d.datname) AS identity
+         FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()`,
+    );
+    if (this.context.state.bindDatabase(rows[0]!.identity)) {
+      this.context.logger.info('the state file belonged to another database: table tracking starts afresh', { state: this.context.state.path });
+    }
+    this.databaseBound = true;
+  }
+
+  private async poll(): Promise<PollReport> {
+    const started = performance.now();
+    const { state, logger } = this.context;
+    await this.bindDatabase();
+    const observation = await observeTables(this.context.pool, this.options.schemas);
+    const report: PollReport = {
+      startedAt: observation.observedAt,
+      tablesSeen: observation.tables.length,
+      captured: 0,
+      skippedUnchanged: 0,
+      waitingForRetry: 0,
+      failed: 0,
+      failures: [],
+      alertsRaised: 0,
+      pruned: 0,
+      durationMs: 0,
+    };
+
+    const watched = state.watchedTables();
+    const unresolved = await this.checkDrift(watched, observation.tables, report);
+    // A table whose drift check could not run keeps its recorded columns until the next poll.
+    state.observeTables(
+      observation.tables.filter((table) => !unresolved.has(table.relid)),
+      observation.observedAt,
+    );
+
+    const captureAll: CaptureReason | undefined = this.pollsDone === 0 ? 'startup' : this.options.everyPoll ? 'every-poll' : undefined;
+    const plan = planCaptures(
+      observation.tables,
+      new Map(state.watchedTables().map((table) => [table.relid, table])),
+      new Map(state.retries().map((retry) => [retry.relid, retry])),
+      { now: new Date(), ...(captureAll ? { captureAll } : {}) },
+    );
+    report.skippedUnchanged = plan.unchanged;
+    report.waitingForRetry = plan.waitingForRetry;
+
+    await forEachLimited(this.limiter, plan.captures, (planned) => this.captureOne(planned, report));
+    this.pollsDone += 1;
+    report.durationMs = performance.now() - started;
+    this.lastReport = report;
+    const level = report.captured > 0 || report.failed > 0 || report.alertsRaised > 0 ? 'info' : 'debug';
+    logger[level]('snapshot poll done', {
+      tables: report.tablesSeen,
+      captured: report.captured,
+      unchanged: report.skippedUnchanged,
+      failed: report.failed,
+      waiting_for_retry: report.waitingForRetry,
+      alerts: report.alertsRaised,
+      pruned: report.pruned,
+      ms: Math.round(report.durationMs),
+    });
+    return report;
+  }
+
+  private async captureOne(planned: PlannedCapture, report: PollReport): Promise<void> {
+    const { table } = planned;
+    if (this.stopping) return;
+    const { state, logger } = this.context;
+    const name = { schema: table.schema, table: table.table };
+    try {
+      const manifest = await captureAndRecord(this.context, { ...name, source: 'sidecar', signal: this.controller.signal });
+      // The counters read before the capture: a change during it shows up as a change next poll.
+      state.recordCapture(table.relid, table.counters, manifest.snapshot_id, new Date());
+      report.captured += 1;
+      logger.debug('snapshot captured', { table: `${table.schema}.${table.table}`, reason: planned.reason, snapshot_id: manifest.snapshot_id });
+    } catch (error) {
+      if (this.controller.signal.aborted) return;
+      const message = describeError(error);
+      const retry = state.recordFailure(table, message, new Date(), this.options.retryBackoff ?? DEFAULT_BACKOFF);
+      report.failed += 1;
+      report.failures.push({ ...name, error: message, failures: retry.failures, nextAttemptAt: retry.nextAttemptAt });
+      logger.warn('snapshot failed; will retry', {
+        table: `${table.schema}.${table.table}`,
+        error: message,
+        failures: retry.failures,
+        next_attempt_at: retry.nextAttemptAt.toISOString(),
+      });
+      return;
+    }
+    if (this.options.keep !== undefined) {
+      try {
+        report.pruned += (await pruneTable(this.context, name, this.options.keep)).length;
+      } catch (error) {
+        logger.warn('pruning old snapshots failed', { table: `${table.schema}.${table.table}`, error: describeError(error) });
+      }
+    }
+  }
+
+  /**
+   * Find tables that vanished or lost columns since the last poll. Returns the OIDs whose check
+   * could not be completed (the database could not be asked), to be re-checked next poll.
+   */
+  private async checkDrift(watched: ReturnType<AgentState['watchedTables']>, observed: Parameters<typeof findDriftCandidates>[1], report: PollReport): Promise<Set<number>> {
+    const { state, logger, metrics, pool } = this.context;
+    let candidates = findDriftCandidates(watched, observed);
+    if (candidates.length === 0) return new Set();
+    try {
+      // Out of view is not gone: a table moved to an unwatched schema still exists.
+      const vanished = candidates.filter((c) => c.kind === 'table_vanished').map((c) => c.table.relid);
+      const existing = await stillExisting(pool, vanished);
+      for (const relid of existing) state.forgetTable(relid);
+      candidates = candidates.filter((c) => !(c.kind === 'table_vanished' && existing.has(c.table.relid)));
+
+      const covered = await coveredByConsumedRequests(pool, candidates);
+      for (const [index, candidate] of candidates.entries()) {
+        if (covered.has(index)) {
+          logger.info(candidate.kind === 'table_vanished' ? 'table dropped through an approved request' : 'column dropped through an approved request', {
+            table: `${candidate.table.schema}.${candidate.table.table}`,
+          });
+        } else {
+          await this.raiseAlert(candidate);
+          report.alertsRaised += 1;
+          metrics.alerts.inc({ kind: candidate.kind });
+        }
+        if (candidate.kind === 'table_vanished') state.forgetTable(candidate.table.relid);
+      }
+      return new Set();
+    } catch (error) {
+      logger.error('drift check failed; will check again next poll', { error: describeError(error) });
+      return new Set(candidates.map((c) => c.table.relid));
+    }
+  }
+
+  private async raiseAlert(candidate: DriftCandidate): Promise<void> {
+    const { state, logger, pool } = this.context;
+    const detail = describeDrift(candidate);
+    // The database catalog also knows snapshots taken by a previous leader; the local one is the fallback.
+    const { rows } = await pool.query<{ snapshot_id: string }>(
+      `SELECT snapshot_id FROM backstop.snapshot_catalog WHERE schema_name = $1 AND table_name = $2 ORDER BY created_at DESC LIMIT 1`,
+      [candidate.table.schema, candidate.table.table],
+    );
+    const lastId = rows[0]?.snapshot_id ?? state.latestSnapshot(candidate.table.schema, candidate.table.table)?.snapshotId;
+    const last = lastId === undefined ? undefined : { snapshotId: lastId, schema: candidate.table.schema, table: candidate.table.table };
+    if (last) state.protectSnapshot(last, candidate.kind === 'table_vanished' ? 'table vanished without a consumed request' : 'column lost without a consumed request');
+    await recordAlert(pool, candidate, last ? `${detail}; last snapshot ${last.snapshotId} is kept` : `${detail}; no snapshot of it was taken`);
+    logger.warn('change got around the guard', {
+      kind: candidate.kind,
+      table: `${candidate.table.schema}.${candidate.table.table}`,
+      detail,
+      ...(last ? { kept_snapshot_id: last.snapshotId } : {}),
+    });
+  }
+}
