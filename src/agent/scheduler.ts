@@ -70,7 +70,7 @@ export class SnapshotScheduler {
   private readonly context: CaptureContext;
   private readonly options: SchedulerOptions;
   private readonly limiter: Limiter;
-  /** Aborts running captures; renewed on each start() so the scheduler can run again after stop(). */
+  /** Aborts running captures; each stop() takes the current one and leaves a fresh one for a later start(). */
   private controller = new AbortController();
   private timer: NodeJS.Timeout | undefined;
   private running = false;
@@ -99,7 +99,6 @@ export class SnapshotScheduler {
    */
   start(): void {
     if (this.running) return;
-    if (this.controller.signal.aborted) this.controller = new AbortController();
     this.running = true;
     this.stopping = false;
     const loop = (): void => {
@@ -121,6 +120,9 @@ export class SnapshotScheduler {
   async stop(): Promise<void> {
     this.running = false;
     this.stopping = true;
+    // Captures started so far hold this controller's signal; work after a restart gets a new one.
+    const controller = this.controller;
+    this.controller = new AbortController();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     const inFlight = Promise.allSettled([this.currentPoll, this.currentOnDemand].filter((p) => p !== undefined));
@@ -134,10 +136,10 @@ export class SnapshotScheduler {
     clearTimeout(bound);
     if (timedOut) {
       this.context.logger.warn('aborting snapshot captures still running at shutdown; no manifest is written for them');
-      this.controller.abort(new Error('the agent is stopping'));
+      controller.abort(new Error('the agent is stopping'));
       await inFlight;
     }
-    this.stopping = false;
+    if (!this.running) this.stopping = false;
   }
 
   /** One poll (serialised with any running one). */
@@ -246,14 +248,16 @@ export class SnapshotScheduler {
     if (this.stopping) return;
     const { state, logger } = this.context;
     const name = { schema: table.schema, table: table.table };
+    const { signal } = this.controller;
     try {
-      const manifest = await captureAndRecord(this.context, { ...name, source: 'sidecar', signal: this.controller.signal });
+      const manifest = await captureAndRecord(this.context, { ...name, source: 'sidecar', signal });
       // The counters read before the capture: a change during it shows up as a change next poll.
       state.recordCapture(table.relid, table.counters, manifest.snapshot_id, new Date());
       report.captured += 1;
       logger.debug('snapshot captured', { table: `${table.schema}.${table.table}`, reason: planned.reason, snapshot_id: manifest.snapshot_id });
     } catch (error) {
-      if (this.controller.signal.aborted) return;
+      // Abandoned at shutdown: not the table's fault, so no retry state.
+      if (signal.aborted) return;
       const message = describeError(error);
       const retry = state.recordFailure(table, message, new Date(), this.options.retryBackoff ?? DEFAULT_BACKOFF);
       report.failed += 1;

@@ -265,9 +265,8 @@ describe('continuous snapshots', () => {
   it('serves on-demand snapshots asked for with backstop.snapshot(regclass, label)', async () => {
     const { scheduler } = newScheduler();
     const { rows } = await admin.query<{ id: string }>(`SELECT backstop.snapshot('app.users'::regclass, 'before-migration') AS id`);
-    const gone = await admin.query<{ id: string }>(`CREATE TABLE app.temporary (id int); SELECT backstop.snapshot('app.temporary'::regclass) AS id`);
-    void gone;
-    const goneId = (await admin.query<{ id: string }>(`SELECT max(id)::text AS id FROM backstop.snapshot_requests`)).rows[0]!.id;
+    await admin.query(`CREATE TABLE app.temporary (id int)`);
+    const goneId = (await admin.query<{ id: string }>(`SELECT backstop.snapshot('app.temporary'::regclass) AS id`)).rows[0]!.id;
     await bypassGuard(admin, () => admin.query(`DROP TABLE app.temporary`).then(() => undefined));
 
     expect(await scheduler.handleSnapshotRequests()).toEqual({ handled: 1, failed: 1 });
@@ -280,12 +279,27 @@ describe('continuous snapshots', () => {
     expect(await scheduler.handleSnapshotRequests()).toEqual({ handled: 0, failed: 0 });
   });
 
-  it('starts polling, stops cleanly, and can start again', async () => {
-    const { scheduler } = newScheduler({ interval: 50 });
+  it('stops without publishing half a snapshot, and can start again', async () => {
+    await admin.query(`CREATE SCHEMA bulky; CREATE TABLE bulky.rows AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g; CREATE TABLE bulky.small (id int)`);
+    const { scheduler, state } = newScheduler({ schemas: ['bulky'], interval: 10, stopTimeout: 0 });
     scheduler.start();
     await scheduler.stop();
+    // Whatever was running was either finished and recorded, or abandoned without a trace.
+    const objects = await storage.list('snapshots/');
+    const bulky = objects.map((o) => o.key).filter((key) => key.includes('/bulky.'));
+    const manifests = bulky.filter((key) => key.endsWith('.manifest.json'));
+    expect(bulky.filter((key) => key.endsWith('.parquet'))).toHaveLength(manifests.length);
+    const recorded = await admin.query(`SELECT count(*)::int AS n FROM backstop.snapshots WHERE schema_name = 'bulky'`);
+    expect(recorded.rows[0].n).toBe(manifests.length);
+    expect(state.retries()).toEqual([]);
+
     scheduler.start();
+    // Stopping again waits for the poll that start() began (no abort needed with a generous bound).
+    const again = newScheduler({ schemas: ['bulky'], interval: 10 });
+    again.scheduler.start();
+    await again.scheduler.stop();
     await scheduler.stop();
-    expect(scheduler.lastPoll).toBeDefined();
+    expect(again.scheduler.lastPoll).toMatchObject({ tablesSeen: 2, failed: 0 });
+    expect(again.state.retries()).toEqual([]);
   });
 });
