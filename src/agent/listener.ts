@@ -58,6 +58,7 @@ export class NotificationListener {
     const { logger } = this.options;
     const checkInterval = this.options.checkIntervalMs ?? 2_000;
     let attempt = 0;
+    let connectedBefore = false;
     while (!this.stopping.signal.aborted) {
       let session: Session;
       try {
@@ -74,8 +75,9 @@ export class NotificationListener {
         await sleep(delay, this.stopping.signal);
         continue;
       }
-      if (attempt > 0) logger.info('listener reconnected', { attempts: attempt });
+      if (connectedBefore) logger.info('listener reconnected', { failed_attempts: attempt });
       else logger.info('listening', { channels: this.options.channels });
+      connectedBefore = true;
       attempt = 0;
       this.listening = true;
       this.lastError = undefined;

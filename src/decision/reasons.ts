@@ -2,8 +2,14 @@
  * Denial reasons for requests the agent cannot answer from the statement alone. Each says what
  * happened and what the DBA can do next.
  */
+const GUARDED_TAGS = new Set(['DROP TABLE', 'DROP SCHEMA', 'ALTER TABLE', 'TRUNCATE TABLE']);
+
+function example(commandTag: string | null): string {
+  return commandTag && GUARDED_TAGS.has(commandTag) ? `${commandTag} …` : 'DROP TABLE …';
+}
+
 export function fileAheadHint(commandTag: string | null): string {
-  return `file the plain statement first with SELECT backstop.request($$${commandTag ?? 'DROP TABLE'} …$$), wait for its approval, then run it`;
+  return `file the plain statement first with SELECT backstop.request($$${example(commandTag)}$$), wait for its approval, then run it`;
 }
 
 export function unparseableReason(error: string, commandTag: string | null): string {
@@ -11,7 +17,8 @@ export function unparseableReason(error: string, commandTag: string | null): str
 }
 
 export function opaqueReason(opaque: string[], commandTag: string | null): string {
-  return `the ${commandTag ?? 'guarded operation'} runs inside ${opaque.join(', ')}, which Backstop cannot see into: ${fileAheadHint(commandTag)}`;
+  const what = commandTag && GUARDED_TAGS.has(commandTag) ? `the ${commandTag}` : 'the statement';
+  return `${what} runs inside a ${opaque.join(', ')}, which Backstop cannot see into: ${fileAheadHint(commandTag)}`;
 }
 
 export function notFoundReason(commandTag: string | null): string {

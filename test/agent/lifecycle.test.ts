@@ -45,6 +45,16 @@ describe('backstop agent process', () => {
     expect(missingDecision).toMatchObject({ status: 'denied' });
     expect(missingDecision.reason).toContain('"No Such" does not exist');
 
+    // Its LISTEN and leader connections are killed: it notices, reconnects, leads again, answers.
+    await client.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name IN ('backstop agent listener', 'backstop agent leader')`);
+    await agent.waitForLog((line) => line.msg === 'listener reconnected', 60_000, 'the listener to reconnect');
+    const { rows: [afterKill] } = await client.query(`SELECT backstop.request($$DROP TABLE after_kill$$) AS id`);
+    const afterKillDecision = await waitUntil(async () => {
+      const { rows } = await client.query(`SELECT status, reason FROM backstop.requests WHERE id = $1 AND status NOT IN ('pending', 'capturing')`, [afterKill.id]);
+      return rows[0];
+    }, 60_000, 'a decision after the reconnect');
+    expect(afterKillDecision.reason).toContain('after_kill does not exist');
+
     const health = await (await fetch(`http://127.0.0.1:${agent.httpPort}/metadata/health`)).json();
     expect(health).toMatchObject({ role: 'leader', listening: true });
 

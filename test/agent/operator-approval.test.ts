@@ -65,6 +65,20 @@ describe('operator approval and the fail-closed heartbeat', () => {
     expect((await admin.query(`SELECT count(*)::int AS n FROM public.refunds`)).rows[0].n).toBe(100);
   });
 
+  it('expires a request whose requesting session ended while it waited', async () => {
+    await admin.query(`CREATE TABLE public.sessions_log (id int)`);
+    const requester = await db.client();
+    const { rows: [{ pid }] } = await requester.query(`SELECT pg_backend_pid() AS pid`);
+    requester.on('error', () => {});
+    const dropped = settle(requester.query('DROP TABLE public.sessions_log'));
+    const request = await waitForRequest(admin, 'DROP TABLE public.sessions_log');
+    await waitForStatus(admin, request.id, ['awaiting_approval']);
+    await admin.query(`SELECT pg_terminate_backend($1)`, [pid]);
+    expect((await dropped).ok).toBe(false);
+    const expired = await waitForStatus(admin, request.id, ['expired']);
+    expect(expired.reason).toContain(`the requesting session (pid ${pid}) has ended`);
+  });
+
   it('refuses guarded statements once the stopped agent heartbeat is older than max_heartbeat_age', async () => {
     await admin.query(`UPDATE backstop.settings SET max_heartbeat_age = '3 s'`);
     expect((await agent!.stop('SIGTERM')).code).toBe(0);
