@@ -33,6 +33,24 @@ async function lease(database: DatabaseSource): Promise<Lease> {
   return { client, release: async () => client.end().catch(() => {}) };
 }
 
+/** Best effort: ask the server to cancel what a backend is running (from a separate connection). */
+async function cancelBackend(database: DatabaseSource, pid: number): Promise<void> {
+  try {
+    if (database instanceof pg.Pool) {
+      await database.query('SELECT pg_catalog.pg_cancel_backend($1)', [pid]);
+      return;
+    }
+    const canceller = await connect(database, 'backstop snapshot cancel');
+    try {
+      await canceller.query('SELECT pg_catalog.pg_cancel_backend($1)', [pid]);
+    } finally {
+      await canceller.end().catch(() => {});
+    }
+  } catch {
+    // The connection is closed next anyway; the server ends the backend when it notices.
+  }
+}
+
 /** SET TRANSACTION SNAPSHOT takes no parameters; snapshot ids look like `00000003-0000001B-1`. */
 function snapshotLiteral(id: string): string {
   if (!/^[0-9A-Fa-f-]+$/.test(id)) throw new DatabaseError(`"${id}" is not an exported snapshot id`, { hint: 'pass the value pg_export_snapshot() returned' });
@@ -51,13 +69,22 @@ export async function inSnapshotTransaction<T>(
 ): Promise<T> {
   signal?.throwIfAborted();
   const { client, release } = await lease(database);
+  // A terminated backend makes the client emit 'error' besides failing the running query; the
+  // query's failure is what we report, so the event must not become an uncaught exception.
+  const onError = () => {};
+  client.on('error', onError);
   let ok = false;
-  // A query waiting on a lock or scanning a huge table ends only when its connection does.
+  // A query waiting on a lock (or scanning a huge table) does not read its socket: cancel it on
+  // the server, then close the connection.
+  let pid: number | undefined;
   const onAbort = () => {
-    (client as pg.Client).end().catch(() => {});
+    const cancelled = pid === undefined ? Promise.resolve() : cancelBackend(database, pid);
+    void cancelled.finally(() => (client as pg.Client).end().catch(() => {}));
   };
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
+    pid = (await client.query<{ pid: number }>('SELECT pg_catalog.pg_backend_pid() AS pid')).rows[0]!.pid;
+    signal?.throwIfAborted();
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     if (importSnapshot) {
       try {
@@ -79,5 +106,6 @@ export async function inSnapshotTransaction<T>(
   } finally {
     signal?.removeEventListener('abort', onAbort);
     await release(!ok);
+    client.off('error', onError);
   }
 }

@@ -1,0 +1,144 @@
+/**
+ * A capture that fails or is aborted at any step publishes nothing: no manifest, and the data
+ * files it uploaded are removed.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { resolveDatabase } from '../../src/db/connection.js';
+import { BackstopError, NotFoundError, SnapshotError, StorageError } from '../../src/errors/index.js';
+import { captureGroup, captureTable } from '../../src/snapshot/capture.js';
+import { listManifests } from '../../src/snapshot/list.js';
+import { LocalStorage } from '../../src/storage/local.js';
+import type { PutOptions, Storage } from '../../src/storage/storage.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+
+let db: TestDatabase;
+let client: pg.Client;
+let folder: string;
+const TABLE = { schema: 'public', table: 'items' };
+
+/** Local storage that runs `beforePut` before each write (to fail or abort at a chosen point). */
+class InterceptedStorage extends LocalStorage {
+  constructor(root: string, private readonly beforePut: (key: string) => void) {
+    super(root);
+  }
+
+  override async put(key: string, body: Readable, options?: PutOptions): Promise<{ size: number }> {
+    this.beforePut(key);
+    return super.put(key, body, options);
+  }
+}
+
+async function leftovers(storage: Storage): Promise<string[]> {
+  return (await storage.list('')).map((o) => o.key);
+}
+
+async function waitFor(check: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 600; i += 1) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error('timed out');
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  client = await db.client();
+  folder = await mkdtemp(path.join(os.tmpdir(), 'backstop-failures-'));
+  await client.query(`CREATE TABLE items (id int PRIMARY KEY, note text); INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 2000) g;
+                      CREATE TABLE others (id int); INSERT INTO others VALUES (1)`);
+});
+
+afterAll(async () => {
+  await db?.drop();
+  if (folder) await rm(folder, { recursive: true, force: true });
+});
+
+describe('failed captures publish nothing', () => {
+  it('when the manifest cannot be written', async () => {
+    const storage = new InterceptedStorage(path.join(folder, 'manifest-fails'), (key) => {
+      if (key.endsWith('.manifest.json')) throw new StorageError('disk full (simulated)');
+    });
+    await expect(captureTable({ database: resolveDatabase(db.url), storage, table: TABLE })).rejects.toBeInstanceOf(StorageError);
+    expect(await leftovers(storage)).toEqual([]);
+  });
+
+  it('when the data file upload fails', async () => {
+    const storage = new InterceptedStorage(path.join(folder, 'data-fails'), (key) => {
+      if (key.endsWith('.parquet')) throw new StorageError('network down (simulated)');
+    });
+    await expect(captureTable({ database: resolveDatabase(db.url), storage, table: TABLE })).rejects.toThrow(/network down/);
+    expect(await leftovers(storage)).toEqual([]);
+  });
+
+  it('when one table of a group fails, no table of the group is published', async () => {
+    const storage = new InterceptedStorage(path.join(folder, 'group-fails'), (key) => {
+      if (key.includes('others') && key.endsWith('.manifest.json')) throw new StorageError('fails for the second table');
+    });
+    await expect(
+      captureGroup({ database: resolveDatabase(db.url), storage, group: 'g', tables: [{ table: TABLE }, { table: { schema: 'public', table: 'others' } }] }),
+    ).rejects.toThrow(/second table/);
+    expect(await leftovers(storage)).toEqual([]);
+    expect(await listManifests(storage)).toEqual([]);
+  });
+
+  it('when aborted during the upload', async () => {
+    const controller = new AbortController();
+    const storage = new InterceptedStorage(path.join(folder, 'abort-upload'), () => controller.abort());
+    const error = await captureTable({ database: resolveDatabase(db.url), storage, table: TABLE, signal: controller.signal }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SnapshotError);
+    expect((error as Error).message).toMatch(/aborted/);
+    expect(await leftovers(storage)).toEqual([]);
+  });
+
+  it('when aborted while waiting for a lock inside the database snapshot', async () => {
+    const storage = new LocalStorage(path.join(folder, 'abort-lock'));
+    const blocker = await db.client();
+    const watcher = await db.client();
+    await blocker.query('BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE');
+    try {
+      const controller = new AbortController();
+      const capture = captureTable({ database: resolveDatabase(db.url), storage, table: TABLE, signal: controller.signal }).catch((e: unknown) => e);
+      await waitFor(async () => (await watcher.query(`SELECT count(*)::int AS n FROM pg_locks WHERE relation = 'items'::regclass AND NOT granted`)).rows[0].n > 0);
+      controller.abort();
+      const error = await capture;
+      expect(error).toBeInstanceOf(SnapshotError);
+      expect((error as Error).message).toMatch(/aborted/);
+      await waitFor(async () => (await watcher.query(`SELECT count(*)::int AS n FROM pg_locks WHERE relation = 'items'::regclass AND NOT granted`)).rows[0].n === 0);
+    } finally {
+      await blocker.query('ROLLBACK');
+    }
+    expect(await leftovers(storage)).toEqual([]);
+  });
+
+  it('when the capture connection is killed', async () => {
+    const storage = new LocalStorage(path.join(folder, 'killed'));
+    const blocker = await db.client();
+    await blocker.query('BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE');
+    try {
+      const capture = captureTable({ database: resolveDatabase(db.url), storage, table: TABLE }).catch((e: unknown) => e);
+      let pid = 0;
+      await waitFor(async () => {
+        const { rows } = await blocker.query(`SELECT pid FROM pg_locks WHERE relation = 'items'::regclass AND NOT granted`);
+        pid = rows[0]?.pid ?? 0;
+        return pid > 0;
+      });
+      await blocker.query('SELECT pg_terminate_backend($1)', [pid]);
+      const error = await capture;
+      expect(error).toBeInstanceOf(BackstopError);
+    } finally {
+      await blocker.query('ROLLBACK');
+    }
+    expect(await leftovers(storage)).toEqual([]);
+  });
+
+  it('reports a missing table as NotFoundError', async () => {
+    const storage = new LocalStorage(path.join(folder, 'missing'));
+    await expect(captureTable({ database: resolveDatabase(db.url), storage, table: { schema: 'public', table: 'nope' } })).rejects.toBeInstanceOf(NotFoundError);
+    expect(await leftovers(storage)).toEqual([]);
+  });
+});
