@@ -108,7 +108,7 @@ export async function observeTables(db: pg.Pool | pg.ClientBase, schemas?: strin
   };
 }
 
-export type CaptureReason = 'startup' | 'every-poll' | 'new' | 'data-changed' | 'ddl-changed' | 'retry';
+export type CaptureReason = 'startup' | 'every-poll' | 'new' | 'data-changed' | 'ddl-changed' | 'retry' | 'refresh';
 
 export interface PlannedCapture {
   table: ObservedTable;
@@ -138,6 +138,8 @@ export function countersChanged(before: TableCounters, now: TableCounters): 'dat
 export interface PlanOptions {
   /** Capture every table regardless (first poll after start, or --snapshot-every-poll). */
   captureAll?: CaptureReason;
+  /** Re-capture an unchanged table whose last capture is older than this (ms); undefined = never. */
+  refreshAfterMs?: number;
   now: Date;
 }
 
@@ -160,14 +162,17 @@ export function planCaptures(
       plan.captures.push({ table, reason: options.captureAll });
       continue;
     }
-    const previous = watched.get(table.relid)?.capturedCounters;
+    const known = watched.get(table.relid);
+    const previous = known?.capturedCounters;
     if (!previous) {
       plan.captures.push({ table, reason: 'new' });
       continue;
     }
     const change = countersChanged(previous, table.counters);
     if (change) plan.captures.push({ table, reason: change });
-    else plan.unchanged += 1;
+    else if (options.refreshAfterMs !== undefined && (known?.capturedAt?.getTime() ?? 0) < options.now.getTime() - options.refreshAfterMs) {
+      plan.captures.push({ table, reason: 'refresh' });
+    } else plan.unchanged += 1;
   }
   return plan;
 }

@@ -29,6 +29,11 @@ export interface SchedulerOptions {
   schemas?: string[];
   /** At most this many captures at once (polls and on-demand together). */
   concurrency: number;
+  /**
+   * Re-capture unchanged tables whose last snapshot is older than this many ms, so that
+   * backstop.readiness (max_snapshot_age) stays green for them too. Undefined = only changed tables.
+   */
+  refreshAfter?: number;
   /** Retry delays after failed captures (default: 10 s doubling up to 15 min, with jitter). */
   retryBackoff?: BackoffOptions;
   /** How long stop() lets running captures finish before aborting them (default 30 s). */
@@ -220,7 +225,11 @@ export class SnapshotScheduler {
       observation.tables,
       new Map(state.watchedTables().map((table) => [table.relid, table])),
       new Map(state.retries().map((retry) => [retry.relid, retry])),
-      { now: new Date(), ...(captureAll ? { captureAll } : {}) },
+      {
+        now: new Date(),
+        ...(captureAll ? { captureAll } : {}),
+        ...(this.options.refreshAfter !== undefined ? { refreshAfterMs: this.options.refreshAfter } : {}),
+      },
     );
     report.skippedUnchanged = plan.unchanged;
     report.waitingForRetry = plan.waitingForRetry;

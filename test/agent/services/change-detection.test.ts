@@ -111,6 +111,12 @@ describe('change detection from one catalog query', () => {
     expect(plan.unchanged).toBe(observation.tables.length - 2);
     const everyPoll = planCaptures(observation.tables, watched, new Map(), { now, captureAll: 'every-poll' });
     expect(everyPoll.captures).toHaveLength(observation.tables.length);
+
+    // Unchanged tables are re-captured once their last capture is older than refreshAfterMs.
+    const later = new Date(now.getTime() + 10 * 60_000);
+    expect(planCaptures(observation.tables, watched, new Map(), { now: later, refreshAfterMs: 20 * 60_000 }).captures).toEqual([]);
+    const refresh = planCaptures(observation.tables, watched, new Map(), { now: later, refreshAfterMs: 5 * 60_000 });
+    expect(refresh.captures.map((c) => c.reason)).toEqual(observation.tables.map(() => 'refresh'));
   });
 
   it('plans zero captures over 1,000 unchanged tables with a single query', async () => {
