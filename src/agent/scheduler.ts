@@ -184,10 +184,14 @@ export class SnapshotScheduler {
 
   private async bindDatabase(): Promise<void> {
     if (this.databaseBound) return;
-    const { rows } = await this.context.pool.query<{ identity: string }>(
-      `SELECT concat_ws(':', (SELECT system_identifier::text FROM pg_catalog.pg_control_system()), d.oid::text, d.datname) AS identity
-         FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()`,
-    );
+    const identitySql = (cluster: string) =>
+      `SELECT concat_ws(':', ${cluster}, d.oid::text, d.datname) AS identity
+         FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()`;
+    // The cluster's system identifier tells two servers' databases apart; some managed services
+    // may not let every role read it, and then database OID and name have to do.
+    const { rows } = await this.context.pool
+      .query<{ identity: string }>(identitySql('(SELECT system_identifier::text FROM pg_catalog.pg_control_system())'))
+      .catch(() => this.context.pool.query<{ identity: string }>(identitySql("''")));
     if (this.context.state.bindDatabase(rows[0]!.identity)) {
       this.context.logger.info('the state file belonged to another database: table tracking starts afresh', { state: this.context.state.path });
     }
