@@ -539,6 +539,7 @@ BEGIN
   ELSE
     RAISE NOTICE 'Backstop request % filed; wait for its decision with SELECT backstop.wait(%, ''5 min'');', id, id;
   END IF;
+  PERFORM backstop._loopback_release();
   RETURN id;
 END
 $fn$;
@@ -555,6 +556,7 @@ DECLARE
   status text;
 BEGIN
   status := backstop._await_decision(request_id, timeout, false);
+  PERFORM backstop._loopback_release();
   IF status IS NULL THEN
     RAISE EXCEPTION 'there is no Backstop request %', request_id
       USING ERRCODE = 'BS006', HINT = 'SELECT id, status, statement FROM backstop.requests ORDER BY id DESC;';

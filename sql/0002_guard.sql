@@ -153,6 +153,34 @@ AS $fn$
      WHERE c.oid = relid), false)
 $fn$;
 
+-- Tables created by a transaction that is still running. Dropping, rewriting or truncating
+-- them loses no committed data, so they need no approval (migrations create and drop work
+-- tables). Rows are inserted by the creating transaction (see guard_new_tables); rows of
+-- finished transactions never match again and are cleared as new tables are created.
+CREATE TABLE backstop.created_tables (
+  txid  bigint NOT NULL,
+  relid oid NOT NULL,
+  PRIMARY KEY (txid, relid)
+);
+COMMENT ON TABLE backstop.created_tables IS 'Backstop internal: tables created by transactions in progress';
+
+CREATE FUNCTION backstop._created_in_this_transaction(relid oid) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  SELECT EXISTS (SELECT FROM backstop.created_tables t
+                  WHERE t.txid = txid_current_if_assigned() AND t.relid = _created_in_this_transaction.relid)
+$fn$;
+
+-- Does destroying data in this table need an approval? Guarded, and not created by this
+-- transaction.
+CREATE FUNCTION backstop._needs_approval(relid oid) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  SELECT backstop._is_guarded_table(relid) AND NOT backstop._created_in_this_transaction(relid)
+$fn$;
+
 -- Does this ALTER TABLE subcommand list drop a column or change a column's type?
 -- DROP CONSTRAINT / DEFAULT / NOT NULL / IDENTITY / EXPRESSION lose no data.
 CREATE FUNCTION backstop._alter_loses_data(subcommands text) RETURNS boolean
@@ -165,7 +193,8 @@ AS $fn$
 $fn$;
 
 -- The guarded tables a statement of this command tag would destroy data in, as far as its text
--- tells: empty means "no pause". Temporary and missing tables are left out.
+-- tells: empty means "no pause". Temporary and missing tables, and tables this transaction
+-- created itself, are left out.
 CREATE FUNCTION backstop._pause_targets(tag text, query text, caller_search_path text) RETURNS oid[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, backstop, pg_temp
@@ -190,7 +219,7 @@ BEGIN
                               '\s+(cascade|restrict)\s*$', '', 'i');
       FOR name IN SELECT backstop._split_names(names) LOOP
         relid := backstop._resolve_table(name, caller_search_path);
-        IF backstop._is_guarded_table(relid) THEN
+        IF backstop._needs_approval(relid) THEN
           result := result || relid::oid;
         END IF;
       END LOOP;
@@ -206,14 +235,14 @@ BEGIN
         END;
         result := result || coalesce(ARRAY(SELECT c.oid FROM pg_class c
                                              WHERE c.relnamespace = schema_oid
-                                               AND backstop._is_guarded_table(c.oid)), '{}');
+                                               AND backstop._needs_approval(c.oid)), '{}');
       END LOOP;
     ELSIF tag = 'ALTER TABLE' AND statement ~* '^alter\s+table\M' THEN
       parts := regexp_match(statement,
         '^alter\s+table\s+(?:if\s+exists\s+)?(?:only\s+)?(' || ident || '(?:\s*\.\s*' || ident || ')*)\s*\*?(.*)$', 'i');
       IF parts IS NOT NULL AND backstop._alter_loses_data(parts[2]) THEN
         relid := backstop._resolve_table(parts[1], caller_search_path);
-        IF backstop._is_guarded_table(relid) THEN
+        IF backstop._needs_approval(relid) THEN
           result := result || relid::oid;
         END IF;
       END IF;
@@ -343,6 +372,7 @@ BEGIN
   request_id := backstop._find_approved_request(normalized);
   IF request_id IS NOT NULL THEN
     PERFORM backstop._consume(request_id, tag, normalized, also_covers);
+    PERFORM backstop._loopback_release();
     RETURN request_id;
   END IF;
 
@@ -384,7 +414,11 @@ BEGIN
             HINT = format('check SELECT * FROM backstop.agents and SELECT * FROM backstop.requests WHERE id = %s, then run the statement again', request_id);
   END IF;
   PERFORM backstop._consume(request_id, tag, normalized, also_covers);
+  PERFORM backstop._loopback_release();
   RETURN request_id;
+EXCEPTION WHEN OTHERS OR query_canceled THEN
+  PERFORM backstop._loopback_release();
+  RAISE;
 END
 $fn$;
 
@@ -488,6 +522,9 @@ BEGIN
       END IF;
       CONTINUE;
     END IF;
+    IF backstop._created_in_this_transaction(dropped.objid) THEN
+      CONTINUE;
+    END IF;
     covered := coalesce(covered, backstop._covered_oids());
     IF NOT dropped.objid = ANY (covered) THEN
       PERFORM backstop._withdraw_consumed_approvals(format('the statement also dropped %s %s, which the approval does not cover', dropped.object_type, dropped.object_identity));
@@ -513,7 +550,7 @@ DECLARE
   relid oid := pg_event_trigger_table_rewrite_oid();
   column_rewrite constant integer := 4;  -- AT_REWRITE_COLUMN_REWRITE
 BEGIN
-  IF pg_event_trigger_table_rewrite_reason() & column_rewrite = 0 OR NOT backstop._is_guarded_table(relid) THEN
+  IF pg_event_trigger_table_rewrite_reason() & column_rewrite = 0 OR NOT backstop._needs_approval(relid) THEN
     RETURN;
   END IF;
   IF NOT relid = ANY (backstop._covered_oids()) THEN
@@ -569,7 +606,7 @@ DECLARE
   normalized text := backstop.normalize_statement(query);
   covering bigint;
 BEGIN
-  IF NOT backstop._is_guarded_table(relid) THEN
+  IF NOT backstop._needs_approval(relid) THEN
     RETURN;
   END IF;
   SELECT c.request_id INTO covering FROM backstop.request_consumptions c
@@ -636,6 +673,7 @@ AS $fn$
 DECLARE
   command record;
   disabled text;
+  created_any boolean := false;
 BEGIN
   FOR command IN
     SELECT DISTINCT d.objid FROM pg_event_trigger_ddl_commands() d
@@ -653,8 +691,19 @@ BEGIN
     END IF;
     IF tg_tag <> 'ALTER TABLE' THEN
       PERFORM backstop._attach_truncate_guard(command.objid);
+      IF backstop._is_guarded_table(command.objid) THEN
+        INSERT INTO backstop.created_tables (txid, relid) VALUES (txid_current(), command.objid) ON CONFLICT DO NOTHING;
+        created_any := true;
+      END IF;
     END IF;
   END LOOP;
+  -- Clear rows of finished transactions (never blocking, and only where it cannot raise a
+  -- serialization error).
+  IF created_any AND current_setting('transaction_isolation') = 'read committed' THEN
+    DELETE FROM backstop.created_tables t
+     WHERE t.ctid = ANY (ARRAY(SELECT g.ctid FROM backstop.created_tables g WHERE g.txid <> txid_current()
+                                LIMIT 100 FOR UPDATE SKIP LOCKED));
+  END IF;
 END
 $fn$;
 COMMENT ON FUNCTION backstop.guard_new_tables() IS 'Backstop: attaches the TRUNCATE guard to new tables and keeps it enabled';

@@ -149,3 +149,34 @@ describe('DROP TABLE / DROP SCHEMA guard', () => {
     expect(await tableExists(f.admin, 'events_0')).toBe(false);
   });
 });
+
+describe('tables created by the same transaction', () => {
+  let f: GuardFixture;
+  beforeAll(async () => {
+    f = await guardFixture();
+  });
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  it('need no approval (and no agent) to be altered, truncated or dropped before commit', async () => {
+    await f.admin.query(`CREATE TABLE existing (id int)`);
+    const session = await f.session();
+    await session.query('BEGIN');
+    await session.query(`CREATE TABLE work (id int, v text); INSERT INTO work VALUES (1, '1')`);
+    await session.query(`ALTER TABLE work ALTER COLUMN v TYPE int USING v::int`);
+    await session.query(`ALTER TABLE work DROP COLUMN v`);
+    await session.query(`TRUNCATE work`);
+    await session.query(`DROP TABLE work`);
+    await session.query(`CREATE SCHEMA scratch_space; CREATE TABLE scratch_space.t (id int); DROP SCHEMA scratch_space CASCADE`);
+    // A table that existed before is still guarded in the same transaction (no agent: refused).
+    const error = await pgError(session.query('DROP TABLE existing'));
+    expect(error.code).toBe('BS001');
+    await session.query('ROLLBACK');
+    expect(await requestRows(f.admin)).toEqual([]);
+    // Once committed, the table is guarded like any other.
+    await session.query(`CREATE TABLE committed_work (id int)`);
+    expect((await pgError(session.query('DROP TABLE committed_work'))).code).toBe('BS001');
+    expect((await pgError(session.query('TRUNCATE committed_work'))).code).toBe('BS001');
+  });
+});

@@ -119,3 +119,26 @@ describe('guarded statements in unusual sessions', () => {
     expect((await requestRows(f.admin)).find((r) => r.id === request.id)!.targets).toEqual([qualified]);
   });
 });
+
+describe('dblink installed in another schema', () => {
+  let f: GuardFixture;
+  beforeAll(async () => {
+    f = await guardFixture();
+    await f.agent.heartbeat();
+    await f.admin.query(`DROP EXTENSION dblink; CREATE SCHEMA tools; CREATE EXTENSION dblink SCHEMA tools`);
+  });
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  it('is used where it is, and the superuser loopback is not left open in the session', async () => {
+    await f.admin.query(`CREATE TABLE elsewhere (id int)`);
+    const session = await f.session();
+    const drop = session.query('DROP TABLE elsewhere');
+    await f.agent.approveNext({ statement: 'DROP TABLE elsewhere', targets: ['elsewhere'] });
+    await drop;
+    expect(await tableExists(f.admin, 'elsewhere')).toBe(false);
+    const { rows } = await session.query('SELECT tools.dblink_get_connections() AS open');
+    expect(rows[0].open).toBeNull();
+  });
+});
