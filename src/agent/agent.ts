@@ -79,6 +79,8 @@ export class Agent {
   private pipeline: RequestPipeline | undefined;
   private http: HttpServerHandle | undefined;
   private readonly inFlight = new Map<string, Promise<void>>();
+  /** Long-running sweep tasks (exports, on-demand snapshots) by name; at most one of each. */
+  private readonly background = new Map<string, Promise<void>>();
   private readonly stopping = new AbortController();
   /** Aborted only when the shutdown grace period ran out: running captures then stop. */
   private readonly abortWork = new AbortController();
@@ -245,8 +247,18 @@ export class Agent {
       this.dispatch(request, true);
     }
     await expireAbandonedRequests(this.pool, { agentId: this.agentId, inFlight: new Set(this.inFlight.keys()), logger: this.logger, metrics: this.metrics });
-    if (this.work?.exportTruncateImages) await this.work.exportTruncateImages(signal);
-    if (this.work?.serveSnapshotRequests) await this.work.serveSnapshotRequests(signal);
+    // Exports and on-demand snapshots may take long: they run beside the sweeps, one at a time
+    // each, so a big capture never delays the answer to a waiting DROP.
+    if (this.work?.exportTruncateImages) this.runInBackground('truncate-export', (s) => this.work!.exportTruncateImages!(s), signal);
+    if (this.work?.serveSnapshotRequests) this.runInBackground('on-demand', (s) => this.work!.serveSnapshotRequests!(s), signal);
+  }
+
+  private runInBackground(name: string, task: (signal: AbortSignal) => Promise<void>, signal: AbortSignal): void {
+    if (this.background.has(name)) return;
+    const running = task(signal)
+      .catch((error) => this.logger.warn(`${name} failed; retrying at the next sweep`, { error: describeError(error) }))
+      .finally(() => this.background.delete(name));
+    this.background.set(name, running);
   }
 
   private dispatch(request: RequestRow, resume: boolean): void {
@@ -282,7 +294,7 @@ export class Agent {
     await this.listener.stop();
     await this.work?.scheduler?.stop().catch(() => {});
     const grace = this.options.shutdownGraceMs ?? 20_000;
-    const running = Promise.all(this.inFlight.values());
+    const running = Promise.all([...this.inFlight.values(), ...this.background.values()]);
     const graceOver = new AbortController();
     const finished = await Promise.race([running.then(() => true), sleep(grace, graceOver.signal).then(() => false)]);
     graceOver.abort();

@@ -9,6 +9,7 @@ import { BeforeImages, createCapturePool } from '../capture/before-image.js';
 import { recordCapturedSnapshot } from '../capture/record.js';
 import { TruncateExporter } from '../capture/truncate-export.js';
 import type { Agent, AgentWork } from './agent.js';
+import { SnapshotScheduler } from './scheduler.js';
 
 export async function openAgentStorage(url: string | undefined): Promise<Storage> {
   return openStorage(url);
@@ -36,12 +37,32 @@ export function agentWork(agent: Agent, storage: Storage, logger: Logger): Agent
       }
     },
   });
+  // Continuous snapshots run on the leader only: started and stopped with leadership.
+  const scheduler = new SnapshotScheduler({
+    pool: capturePool,
+    storage,
+    state,
+    metrics,
+    logger: logger.child({ component: 'scheduler' }),
+    options: {
+      interval: options.intervalMs,
+      everyPoll: options.snapshotEveryPoll,
+      concurrency: options.concurrency,
+      ...(options.keep !== undefined ? { keep: options.keep } : {}),
+      ...(options.schemas ? { schemas: options.schemas } : {}),
+      stopTimeout: options.shutdownGraceMs ?? 20_000,
+    },
+  });
   const truncateImages = new TruncateExporter({ pool: capturePool, storage, logger: logger.child({ component: 'truncate-export' }), record });
   return {
     capturer: beforeImages,
     exportTruncateImages: async (signal) => {
       await truncateImages.exportPending(signal);
     },
+    serveSnapshotRequests: async (signal) => {
+      await scheduler.handleSnapshotRequests(signal);
+    },
+    scheduler,
     listSnapshots: async (table) => {
       const all = state.listSnapshots();
       const wanted = table ? all.filter((s) => `${s.schema}.${s.table}` === table || s.table === table) : all;
