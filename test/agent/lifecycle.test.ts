@@ -12,6 +12,7 @@ describe('backstop agent process', () => {
   beforeAll(async () => {
     db = await createTestDatabase();
     client = await db.client();
+    await client.query(`CREATE TABLE public.watched (id int PRIMARY KEY, v text); INSERT INTO public.watched SELECT i, 'v' || i FROM generate_series(1, 100) i`);
   });
   afterAll(async () => {
     await agent?.stop('SIGKILL');
@@ -25,6 +26,20 @@ describe('backstop agent process', () => {
       return rows[0];
     }, 60_000, 'a leader heartbeat');
     expect(heartbeat).toMatchObject({ leader: true, listening: true, storage_ok: true });
+
+    // The leader's startup poll snapshots every table: readiness turns ready from psql.
+    await waitUntil(async () => {
+      const { rows } = await client.query(`SELECT ready FROM backstop.readiness WHERE schema_name = 'public' AND table_name = 'watched'`);
+      return rows[0]?.ready === true;
+    }, 90_000, 'public.watched to be ready');
+    // An on-demand snapshot asked for from psql.
+    const { rows: [asked] } = await client.query(`SELECT backstop.snapshot('public.watched'::regclass, 'before-migration') AS id`);
+    const done = await waitUntil(async () => {
+      const { rows } = await client.query(`SELECT status, snapshot_id FROM backstop.snapshot_requests WHERE id = $1 AND status <> 'pending'`, [asked.id]);
+      return rows[0];
+    }, 90_000, 'the on-demand snapshot');
+    expect(done.status).toBe('done');
+    expect((await client.query(`SELECT label, source FROM backstop.snapshots WHERE snapshot_id = $1`, [done.snapshot_id])).rows[0]).toEqual({ label: 'before-migration', source: 'on-demand' });
 
     // Dynamic SQL the parser cannot see into is denied with what to do instead.
     const { rows: [filed] } = await client.query(`SELECT backstop.request($q$DO $$ BEGIN EXECUTE 'DROP TABLE x'; END $$$q$) AS id`);
