@@ -40,9 +40,15 @@ function duckIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
 }
 
-/** COPY text format escapes: backslash, newline, carriage return and tab. */
+/**
+ * COPY text format escapes: backslash, newline, carriage return and tab. Most values contain
+ * none of them, and four contains() tests cost less than four replace() passes (measured: the
+ * 1M-row benchmark renders in about half the time).
+ */
 function escapeText(expression: string): string {
-  return `replace(replace(replace(replace(${expression}, '\\', '\\\\'), chr(10), '\\n'), chr(13), '\\r'), chr(9), '\\t')`;
+  const escaped = `replace(replace(replace(replace(${expression}, '\\', '\\\\'), chr(10), '\\n'), chr(13), '\\r'), chr(9), '\\t')`;
+  const special = `contains(${expression}, '\\') OR contains(${expression}, chr(9)) OR contains(${expression}, chr(10)) OR contains(${expression}, chr(13))`;
+  return `CASE WHEN ${special} THEN ${escaped} ELSE ${expression} END`;
 }
 
 const CAST_TYPES = [
@@ -55,7 +61,9 @@ const CAST_TYPES = [
 /** The DuckDB expression rendering one column as its COPY text field (NULL stays NULL). */
 export function renderExpression(column: CopyColumn, duckType: string): string {
   const ref = duckIdent(column.parquetName);
-  if (duckType === 'VARCHAR' || duckType === 'JSON') return escapeText(ref);
+  if (duckType === 'VARCHAR') return escapeText(ref);
+  // As VARCHAR, or the CASE in escapeText would turn the '\N' NULL marker into JSON.
+  if (duckType === 'JSON') return escapeText(`CAST(${ref} AS VARCHAR)`);
   if (duckType === 'BLOB') {
     if (column.storedAs === 'text' || !/^bytea$/.test(column.pgType)) return escapeText(`decode(${ref})`);
     return `'\\\\x' || hex(${ref})`;
