@@ -7,28 +7,29 @@
  */
 import { describeError } from '../errors/index.js';
 import { captureAndRecord, type CaptureContext } from './capture-step.js';
-import { forEachLimited, type Limiter } from './limiter.js';
 
 export interface OnDemandReport {
+  /** Pending requests this call started (requests already being served are skipped). */
+  started: number;
+  /** Of those, captured and finished as done (only counted when the call waited). */
   handled: number;
+  /** Of those, finished as failed (only counted when the call waited). */
   failed: number;
 }
 
-interface PendingRequest {
+export interface SnapshotRequest {
   id: string;
   label: string | null;
+  /** Where the table is now (found by OID); null when it no longer exists. */
   schema_name: string | null;
   table_name: string | null;
   requested_schema: string;
   requested_table: string;
 }
 
-export async function handleSnapshotRequests(
-  context: CaptureContext,
-  options: { limiter: Limiter; signal: AbortSignal },
-): Promise<OnDemandReport> {
-  const { pool, logger } = context;
-  const { rows } = await pool.query<PendingRequest>(
+/** Pending on-demand requests, oldest first. */
+export async function pendingSnapshotRequests(context: CaptureContext): Promise<SnapshotRequest[]> {
+  const { rows } = await context.pool.query<SnapshotRequest>(
     `SELECT r.id::text AS id, r.label, n.nspname AS schema_name, c.relname AS table_name,
             r.schema_name AS requested_schema, r.table_name AS requested_table
        FROM backstop.snapshot_requests r
@@ -37,41 +38,43 @@ export async function handleSnapshotRequests(
       WHERE r.status = 'pending'
       ORDER BY r.id`,
   );
-  const report: OnDemandReport = { handled: 0, failed: 0 };
-  const finish = async (id: string, snapshotId: string | null, error: string | null): Promise<void> => {
-    await pool.query('SELECT backstop.agent_finish_snapshot_request($1, $2, $3)', [id, snapshotId, error]);
-  };
+  return rows;
+}
 
-  await forEachLimited(options.limiter, rows, async (request) => {
-    if (options.signal.aborted) return;
-    const requested = `${request.requested_schema}.${request.requested_table}`;
-    try {
-      if (request.schema_name === null || request.table_name === null) {
-        report.failed += 1;
-        await finish(request.id, null, `table ${requested} no longer exists`);
-        logger.warn('on-demand snapshot impossible: the table is gone', { request_id: request.id, table: requested });
-        return;
-      }
-      const manifest = await captureAndRecord(context, {
-        schema: request.schema_name,
-        table: request.table_name,
-        source: 'on-demand',
-        ...(request.label !== null ? { label: request.label } : {}),
-        signal: options.signal,
-      });
-      await finish(request.id, manifest.snapshot_id, null);
-      report.handled += 1;
-      logger.info('on-demand snapshot captured', { request_id: request.id, table: `${request.schema_name}.${request.table_name}`, label: request.label, snapshot_id: manifest.snapshot_id });
-    } catch (error) {
-      // Aborted at shutdown: leave the request pending for the next agent or the next start.
-      if (options.signal.aborted) return;
-      report.failed += 1;
-      const message = describeError(error);
-      logger.warn('on-demand snapshot failed', { request_id: request.id, table: requested, error: message });
-      await finish(request.id, null, message).catch((finishError: unknown) =>
-        logger.error('could not record the failure of an on-demand snapshot', { request_id: request.id, error: describeError(finishError) }),
-      );
+/**
+ * Capture one requested snapshot and finish the request. Resolves with the outcome; `abandoned`
+ * when aborted at shutdown (the request stays pending for the next start or the next leader).
+ */
+export async function serveSnapshotRequest(context: CaptureContext, request: SnapshotRequest, signal: AbortSignal): Promise<'done' | 'failed' | 'abandoned'> {
+  const { pool, logger } = context;
+  const finish = async (snapshotId: string | null, error: string | null): Promise<void> => {
+    await pool.query('SELECT backstop.agent_finish_snapshot_request($1, $2, $3)', [request.id, snapshotId, error]);
+  };
+  const requested = `${request.requested_schema}.${request.requested_table}`;
+  if (signal.aborted) return 'abandoned';
+  try {
+    if (request.schema_name === null || request.table_name === null) {
+      await finish(null, `table ${requested} no longer exists`);
+      logger.warn('on-demand snapshot impossible: the table is gone', { request_id: request.id, table: requested });
+      return 'failed';
     }
-  });
-  return report;
+    const manifest = await captureAndRecord(context, {
+      schema: request.schema_name,
+      table: request.table_name,
+      source: 'on-demand',
+      ...(request.label !== null ? { label: request.label } : {}),
+      signal,
+    });
+    await finish(manifest.snapshot_id, null);
+    logger.info('on-demand snapshot captured', { request_id: request.id, table: `${request.schema_name}.${request.table_name}`, label: request.label, snapshot_id: manifest.snapshot_id });
+    return 'done';
+  } catch (error) {
+    if (signal.aborted) return 'abandoned';
+    const message = describeError(error);
+    logger.warn('on-demand snapshot failed', { request_id: request.id, table: requested, error: message });
+    await finish(null, message).catch((finishError: unknown) =>
+      logger.error('could not record the failure of an on-demand snapshot', { request_id: request.id, error: describeError(finishError) }),
+    );
+    return 'failed';
+  }
 }

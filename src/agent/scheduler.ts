@@ -15,7 +15,7 @@ import { observeTables, planCaptures, type CaptureReason, type PlannedCapture } 
 import { coveredByConsumedRequests, describeDrift, findDriftCandidates, recordAlert, stillExisting, type DriftCandidate } from './drift.js';
 import { Limiter, forEachLimited } from './limiter.js';
 import type { AgentMetrics } from './metrics.js';
-import { handleSnapshotRequests, type OnDemandReport } from './on-demand.js';
+import { pendingSnapshotRequests, serveSnapshotRequest, type OnDemandReport } from './on-demand.js';
 import { DEFAULT_BACKOFF, type AgentState, type BackoffOptions } from './state.js';
 
 export interface SchedulerOptions {
@@ -82,7 +82,13 @@ export class SnapshotScheduler {
   private stopping = false;
   /** The poll in progress; polls never overlap. */
   private currentPoll: Promise<PollReport> | undefined;
-  private currentOnDemand: Promise<OnDemandReport> | undefined;
+  /** On-demand requests being served, by request id (each is started once). */
+  private readonly onDemandInFlight = new Map<string, Promise<unknown>>();
+  /**
+   * Recently served request ids: a sweep that read the pending list just before a request was
+   * finished must not start it again. Bounded; the oldest ids are dropped first.
+   */
+  private readonly onDemandServed = new Set<string>();
   private pollsDone = 0;
   private databaseBound = false;
   private lastReport: PollReport | undefined;
@@ -130,7 +136,7 @@ export class SnapshotScheduler {
     this.controller = new AbortController();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    const inFlight = Promise.allSettled([this.currentPoll, this.currentOnDemand].filter((p) => p !== undefined));
+    const inFlight = Promise.allSettled([this.currentPoll, ...this.onDemandInFlight.values()].filter((p) => p !== undefined));
     let bound: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([
       inFlight.then(() => false),
@@ -161,25 +167,52 @@ export class SnapshotScheduler {
   }
 
   /**
-   * Capture pending on-demand snapshot requests (call on NOTIFY backstop_snapshots and on each
-   * sweep, from the leader only). Runs serialised; `signal` aborts its captures in addition to stop().
+   * Serve pending on-demand snapshot requests (call on NOTIFY backstop_snapshots and on each
+   * sweep, from the leader only). Each pending request is started once, however often this is
+   * called; captures share the --concurrency bound with polls. By default this returns as soon
+   * as the captures are started, so a caller's loop (e.g. the request sweep) never waits for a
+   * large table; `{ wait: true }` waits for them and counts the outcomes. `signal` aborts them
+   * in addition to stop().
    */
-  handleSnapshotRequests(signal?: AbortSignal): Promise<OnDemandReport> {
-    if (this.stopping) return Promise.resolve({ handled: 0, failed: 0 });
-    const previous = this.currentOnDemand ?? Promise.resolve(undefined);
-    const next = previous
-      .catch(() => undefined)
-      .then(() =>
-        handleSnapshotRequests(this.context, {
-          limiter: this.limiter,
-          signal: signal ? AbortSignal.any([signal, this.controller.signal]) : this.controller.signal,
-        }),
-      );
-    this.currentOnDemand = next;
-    void next.finally(() => {
-      if (this.currentOnDemand === next) this.currentOnDemand = undefined;
-    }).catch(() => undefined);
-    return next;
+  async handleSnapshotRequests(signal?: AbortSignal, options: { wait?: boolean } = {}): Promise<OnDemandReport> {
+    const report: OnDemandReport = { started: 0, handled: 0, failed: 0 };
+    if (this.stopping) return report;
+    const pending = await pendingSnapshotRequests(this.context);
+    const own = this.controller.signal;
+    const combined = signal ? AbortSignal.any([signal, own]) : own;
+    const started: Array<Promise<'done' | 'failed' | 'abandoned'>> = [];
+    for (const request of pending) {
+      if (this.onDemandInFlight.has(request.id) || this.onDemandServed.has(request.id)) continue;
+      const work = this.limiter.run(() => serveSnapshotRequest(this.context, request, combined));
+      const tracked = work.then(
+        (outcome) => {
+          // An abandoned request stays pending on purpose and may be served again later.
+          if (outcome !== 'abandoned') this.rememberServed(request.id);
+          return outcome;
+        },
+      ).finally(() => this.onDemandInFlight.delete(request.id));
+      this.onDemandInFlight.set(request.id, tracked);
+      started.push(tracked);
+    }
+    report.started = started.length;
+    if (options.wait) {
+      for (const outcome of await Promise.all(started)) {
+        if (outcome === 'done') report.handled += 1;
+        else if (outcome === 'failed') report.failed += 1;
+      }
+    } else {
+      // Outcomes are logged and recorded by serveSnapshotRequest; nothing is left unhandled.
+      for (const promise of started) promise.catch((error: unknown) => this.context.logger.error('on-demand snapshot crashed', { error: describeError(error) }));
+    }
+    return report;
+  }
+
+  private rememberServed(id: string): void {
+    this.onDemandServed.add(id);
+    if (this.onDemandServed.size > 10_000) {
+      const oldest = this.onDemandServed.values().next().value;
+      if (oldest !== undefined) this.onDemandServed.delete(oldest);
+    }
   }
 
   private async bindDatabase(): Promise<void> {

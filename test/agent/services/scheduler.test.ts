@@ -269,14 +269,23 @@ describe('continuous snapshots', () => {
     const goneId = (await admin.query<{ id: string }>(`SELECT backstop.snapshot('app.temporary'::regclass) AS id`)).rows[0]!.id;
     await bypassGuard(admin, () => admin.query(`DROP TABLE app.temporary`).then(() => undefined));
 
-    expect(await scheduler.handleSnapshotRequests()).toEqual({ handled: 1, failed: 1 });
+    expect(await scheduler.handleSnapshotRequests(undefined, { wait: true })).toEqual({ started: 2, handled: 1, failed: 1 });
     const done = await admin.query(`SELECT status, snapshot_id, error FROM backstop.snapshot_requests WHERE id = $1`, [rows[0]!.id]);
     expect(done.rows[0]).toMatchObject({ status: 'done', error: null });
     const snapshot = await admin.query(`SELECT table_name, source, label, verified FROM backstop.snapshots WHERE snapshot_id = $1`, [done.rows[0].snapshot_id]);
     expect(snapshot.rows).toEqual([{ table_name: 'users', source: 'on-demand', label: 'before-migration', verified: true }]);
     const failed = await admin.query(`SELECT status, snapshot_id, error FROM backstop.snapshot_requests WHERE id = $1`, [goneId]);
     expect(failed.rows[0]).toEqual({ status: 'failed', snapshot_id: null, error: 'table app.temporary no longer exists' });
-    expect(await scheduler.handleSnapshotRequests()).toEqual({ handled: 0, failed: 0 });
+    expect(await scheduler.handleSnapshotRequests(undefined, { wait: true })).toEqual({ started: 0, handled: 0, failed: 0 });
+
+    // Without waiting (as the agent's sweep calls it): started once however often it is called.
+    const again = (await admin.query<{ id: string }>(`SELECT backstop.snapshot('app.users'::regclass, 'second') AS id`)).rows[0]!.id;
+    const [first, second] = await Promise.all([scheduler.handleSnapshotRequests(), scheduler.handleSnapshotRequests()]);
+    expect(first.started + second.started).toBe(1);
+    await scheduler.stop();
+    const finished = await admin.query(`SELECT status, error FROM backstop.snapshot_requests WHERE id = $1`, [again]);
+    expect(finished.rows[0]).toEqual({ status: 'done', error: null });
+    expect((await admin.query(`SELECT count(*)::int AS n FROM backstop.snapshots WHERE label = 'second'`)).rows[0].n).toBe(1);
   });
 
   it('stops without publishing half a snapshot, and can start again', async () => {
