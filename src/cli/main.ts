@@ -3,11 +3,13 @@ import { createProgram, reportFailure } from './program.js';
 import { registerInstallCommands } from './commands/install.js';
 import { registerAgentCommand } from './commands/agent.js';
 import { registerRestoreCommands } from './commands/restore.js';
+import { registerSnapshotCommands } from './commands/snapshot.js';
 
 const program = createProgram();
 registerInstallCommands(program);
 registerAgentCommand(program);
 registerRestoreCommands(program);
+registerSnapshotCommands(program);
 
 try {
   await program.parseAsync(process.argv);

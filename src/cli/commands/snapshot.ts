@@ -1,0 +1,287 @@
+/**
+ * `backstop snapshot` (capture tables, or a consistent recovery group), `backstop snapshots list`,
+ * `backstop verify` and `backstop prune`.
+ */
+import type { Command } from 'commander';
+import type pg from 'pg';
+import { connect, resolveDatabase } from '../../db/connection.js';
+import { displayName, parseQualifiedName, quoteIdent, type QualifiedName } from '../../db/identifiers.js';
+import { ConfigError, NotFoundError } from '../../errors/index.js';
+import { createLogger } from '../../log/logger.js';
+import { captureGroup, captureTable } from '../../snapshot/capture.js';
+import { listManifests } from '../../snapshot/list.js';
+import type { Manifest } from '../../snapshot/manifest.js';
+import { pruneWithReport } from '../../snapshot/prune.js';
+import { verifySnapshot } from '../../snapshot/verify.js';
+import { openStorage } from '../../storage/open.js';
+import { withDatabaseOption, withStorageOption } from '../program.js';
+
+interface SnapshotCommandOptions {
+  db?: string;
+  storage?: string;
+  table: string[];
+  group?: string;
+  label?: string;
+  concurrency?: string;
+  json?: boolean;
+}
+
+interface ListCommandOptions {
+  db?: string;
+  storage?: string;
+  table?: string;
+  json?: boolean;
+}
+
+interface VerifyCommandOptions {
+  storage?: string;
+  snapshotId: string;
+  json?: boolean;
+}
+
+interface PruneCommandOptions {
+  storage?: string;
+  keep: string;
+  table?: string;
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+const UNQUALIFIED = '\u0000';
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function positiveInteger(text: string, flag: string): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < 1) {
+    throw new ConfigError(`${flag} must be a whole number of at least 1 (got "${text}")`, { hint: `for example ${flag} 3` });
+  }
+  return value;
+}
+
+/** Resolve a user-written table name; an unqualified name goes through the server's search_path. */
+async function resolveTable(client: pg.ClientBase, input: string): Promise<QualifiedName> {
+  const parsed = parseQualifiedName(input, UNQUALIFIED);
+  if (parsed.schema !== UNQUALIFIED) return parsed;
+  const { rows } = await client.query<{ schema: string; table: string }>(
+    `SELECT n.nspname AS schema, c.relname AS table FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.oid = pg_catalog.to_regclass($1)`,
+    [quoteIdent(parsed.table)],
+  );
+  if (!rows[0]) throw new NotFoundError(`table "${parsed.table}" is not on the search_path of the database`, { hint: 'write schema.table' });
+  return rows[0];
+}
+
+/** Without a database, an unqualified name means schema public. */
+function tableWithoutDatabase(input: string): QualifiedName {
+  return parseQualifiedName(input, 'public');
+}
+
+function snapshotLine(manifest: Manifest): Record<string, unknown> {
+  return {
+    snapshot_id: manifest.snapshot_id,
+    table: displayName({ schema: manifest.schema, table: manifest.table }),
+    schema: manifest.schema,
+    table_name: manifest.table,
+    row_count: manifest.row_count,
+    checksum: manifest.checksum,
+    parquet_path: manifest.parquet_path,
+    location: manifest.location,
+    size_bytes: manifest.size_bytes,
+    created_at: manifest.created_at,
+    duration_ms: manifest.duration_ms,
+    group: manifest.group ? { name: manifest.group.name, id: manifest.group.id } : null,
+    warnings: manifest.warnings,
+  };
+}
+
+function formatBytes(bytes: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+
+function formatAge(createdAt: string, now = Date.now()): string {
+  const seconds = Math.max(0, Math.round((now - Date.parse(createdAt)) / 1000));
+  if (seconds < 120) return `${seconds}s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)}m`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)}h`;
+  return `${Math.round(seconds / 86400)}d`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => [...row[column]!].length)));
+  return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd()).join('\n');
+}
+
+/** Abort the work on the first SIGINT/SIGTERM (no manifest is written); a second one exits at once. */
+function interruptSignal(): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const onSignal = () => {
+    if (controller.signal.aborted) process.exit(130);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: controller.signal,
+    dispose() {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
+
+export function registerSnapshotCommands(program: Command): void {
+  withStorageOption(withDatabaseOption(program.command('snapshot')))
+    .description('capture tables to Parquet + manifest in storage; with --group, several tables in one consistent database snapshot')
+    .option('--table <name>', 'table to capture (schema.table; repeat for several)', collect, [])
+    .option('--group <name>', 'capture all --table tables in one database snapshot, recorded as a recovery group')
+    .option('--label <text>', 'a label stored in the manifest')
+    .option('--concurrency <n>', 'with --group: tables encoded at the same time (default 2)')
+    .option('--json', 'print one JSON object per snapshot on stdout')
+    .action(async (options: SnapshotCommandOptions) => {
+      if (options.table.length === 0) throw new ConfigError('name at least one table to snapshot', { hint: 'backstop snapshot --table public.users' });
+      const concurrency = options.concurrency ? positiveInteger(options.concurrency, '--concurrency') : undefined;
+      const logger = createLogger();
+      const storage = openStorage(options.storage);
+      const database = resolveDatabase(options.db);
+      const interrupt = interruptSignal();
+      try {
+        const tables: QualifiedName[] = [];
+        const client = await connect(database, 'backstop snapshot');
+        try {
+          for (const name of options.table) tables.push(await resolveTable(client, name));
+        } finally {
+          await client.end().catch(() => {});
+        }
+        const common = {
+          database,
+          storage,
+          logger,
+          progress: true,
+          source: 'on-demand' as const,
+          signal: interrupt.signal,
+          ...(options.label ? { label: options.label } : {}),
+        };
+        const print = (manifest: Manifest) => {
+          if (options.json) process.stdout.write(`${JSON.stringify(snapshotLine(manifest))}\n`);
+          else {
+            process.stdout.write(
+              `captured ${displayName(manifest)}: ${manifest.row_count} rows, ${formatBytes(manifest.size_bytes)}, snapshot ${manifest.snapshot_id}${manifest.group ? ` (group ${manifest.group.name})` : ''}\n`,
+            );
+            for (const warning of manifest.warnings) process.stdout.write(`  warning: ${warning}\n`);
+          }
+        };
+        if (options.group) {
+          const manifests = await captureGroup({ ...common, group: options.group, tables: tables.map((t) => ({ table: t })), ...(concurrency ? { concurrency } : {}) });
+          manifests.forEach(print);
+        } else {
+          if (concurrency) throw new ConfigError('--concurrency applies to --group only', { hint: 'add --group NAME, or leave out --concurrency' });
+          for (const t of tables) print(await captureTable({ ...common, table: t }));
+        }
+      } finally {
+        interrupt.dispose();
+      }
+    });
+
+  const snapshots = program.command('snapshots').description('look at stored snapshots');
+  withStorageOption(withDatabaseOption(snapshots.command('list')))
+    .description('list snapshots in storage, newest first')
+    .option('--table <name>', 'only this table (schema.table; unqualified: resolved on --db if given, else schema public)')
+    .option('--json', 'print a JSON array of manifests')
+    .action(async (options: ListCommandOptions) => {
+      const storage = openStorage(options.storage);
+      let filter: QualifiedName | undefined;
+      if (options.table) {
+        const wantsServer = parseQualifiedName(options.table, UNQUALIFIED).schema === UNQUALIFIED && (options.db || process.env.DATABASE_URL);
+        if (wantsServer) {
+          const client = await connect(resolveDatabase(options.db), 'backstop snapshots list');
+          try {
+            filter = await resolveTable(client, options.table).catch(() => tableWithoutDatabase(options.table!));
+          } finally {
+            await client.end().catch(() => {});
+          }
+        } else filter = tableWithoutDatabase(options.table);
+      }
+      const logger = createLogger();
+      const manifests = await listManifests(storage, {
+        ...(filter ? { table: filter } : {}),
+        onInvalid: (key, error) => logger.warn('unreadable manifest left out', { key, error: error instanceof Error ? error.message : String(error) }),
+      });
+      if (options.json) {
+        process.stdout.write(`${JSON.stringify(manifests, null, 2)}\n`);
+        return;
+      }
+      if (manifests.length === 0) {
+        process.stdout.write(`no snapshots${filter ? ` of ${displayName(filter)}` : ''} in ${storage.url}\n`);
+        return;
+      }
+      const rows = [['SNAPSHOT', 'TABLE', 'CREATED (UTC)', 'AGE', 'ROWS', 'SIZE', 'SOURCE', 'GROUP', 'LABEL']];
+      for (const m of manifests) {
+        rows.push([
+          m.snapshot_id,
+          displayName(m),
+          m.created_at.replace('T', ' ').replace(/\.\d+Z$/, ''),
+          formatAge(m.created_at),
+          String(m.row_count),
+          formatBytes(m.size_bytes),
+          m.source,
+          m.group?.name ?? '',
+          m.label ?? '',
+        ]);
+      }
+      process.stdout.write(`${table(rows)}\n`);
+    });
+
+  withStorageOption(program.command('verify'))
+    .description("re-read a snapshot's data file and check its size and SHA-256 against the manifest")
+    .requiredOption('--snapshot-id <id>', 'the snapshot to verify')
+    .option('--json', 'print the result as JSON')
+    .action(async (options: VerifyCommandOptions) => {
+      const storage = openStorage(options.storage);
+      const result = await verifySnapshot(storage, options.snapshotId);
+      if (options.json) {
+        process.stdout.write(`${JSON.stringify({ snapshot_id: result.manifest.snapshot_id, ok: true, size_bytes: result.actual?.size, checksum: result.actual?.sha256 })}\n`);
+      } else {
+        process.stdout.write(
+          `snapshot ${result.manifest.snapshot_id} of ${displayName(result.manifest)} verified: ${result.actual?.size} bytes, sha256 ${result.actual?.sha256}\n`,
+        );
+      }
+    });
+
+  withStorageOption(program.command('prune'))
+    .description('keep at most N verified snapshots per table (never the newest verified one) and remove orphaned data files')
+    .requiredOption('--keep <n>', 'verified snapshots to keep per table (at least 1)')
+    .option('--table <name>', 'only this table (schema.table; unqualified means schema public)')
+    .option('--dry-run', 'report what would be removed and remove nothing')
+    .option('--json', 'print the report as JSON')
+    .action(async (options: PruneCommandOptions) => {
+      const keep = positiveInteger(options.keep, '--keep');
+      const storage = openStorage(options.storage);
+      const report = await pruneWithReport(storage, {
+        keep,
+        logger: createLogger(),
+        ...(options.table ? { table: tableWithoutDatabase(options.table) } : {}),
+        ...(options.dryRun ? { dryRun: true } : {}),
+      });
+      if (options.json) {
+        process.stdout.write(
+          `${JSON.stringify({ dry_run: Boolean(options.dryRun), removed: report.removed.map(snapshotLine), orphans: report.orphans, kept: report.kept, corrupt: report.corrupt }, null, 2)}\n`,
+        );
+        return;
+      }
+      const verb = options.dryRun ? 'would remove' : 'removed';
+      for (const m of report.removed) process.stdout.write(`${verb} snapshot ${m.snapshot_id} of ${displayName(m)} (${m.created_at})\n`);
+      for (const key of report.orphans) process.stdout.write(`${verb} orphaned file ${key}\n`);
+      for (const c of report.corrupt) process.stdout.write(`left in place: snapshot ${c.snapshot_id} fails verification: ${c.problem}\n`);
+      process.stdout.write(`${report.removed.length} snapshot(s) and ${report.orphans.length} orphaned file(s) ${verb}; ${report.kept.length} kept\n`);
+    });
+}
