@@ -441,6 +441,19 @@ BEGIN
 END
 $fn$;
 
+-- An interval as people say it in messages: '20 s', '5 min', '1 h 30 min'.
+CREATE FUNCTION backstop._describe_interval(value interval) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  SELECT CASE
+           WHEN seconds < 120 OR seconds % 60 <> 0 THEN seconds || ' s'
+           WHEN seconds < 7200 OR seconds % 3600 <> 0 THEN seconds / 60 || ' min'
+           ELSE seconds / 3600 || ' h'
+         END
+    FROM (SELECT round(extract(epoch FROM value))::bigint AS seconds) AS s
+$fn$;
+
 -- The refusal every guarded statement gets when no agent is running.
 CREATE FUNCTION backstop._refuse_agent_down(what text) RETURNS void
 LANGUAGE plpgsql
@@ -448,7 +461,7 @@ SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
 BEGIN
   RAISE EXCEPTION 'Backstop refused %: the Backstop agent is not running (no heartbeat in the last %)',
-      what, extract(epoch FROM (backstop._settings()).max_heartbeat_age)::bigint || ' s'
+      what, backstop._describe_interval((backstop._settings()).max_heartbeat_age)
     USING ERRCODE = 'BS001',
           HINT = 'start the agent (backstop agent --db ...) and check SELECT * FROM backstop.agents; then run the statement again';
 END
@@ -749,7 +762,7 @@ BEGIN
     END IF;
     IF clock_timestamp() >= deadline THEN
       IF expire_on_timeout THEN
-        PERFORM backstop._expire(request_id, format('no decision within %s (settings.wait_timeout)', timeout));
+        PERFORM backstop._expire(request_id, format('no decision within %s (settings.wait_timeout)', backstop._describe_interval(timeout)));
         status := backstop._committed_status(request_id);
       END IF;
       EXIT;

@@ -399,7 +399,7 @@ BEGIN
   END IF;
 
   request_id := backstop._file_request(tag, query, caller_search_path, false, clock_timestamp() + wait_timeout);
-  RAISE NOTICE 'Backstop: % is waiting for approval of request % (up to %)', tag, request_id, wait_timeout
+  RAISE NOTICE 'Backstop: % is waiting for approval of request % (up to %)', tag, request_id, backstop._describe_interval(wait_timeout)
     USING HINT = format('SELECT * FROM backstop.requests WHERE id = %s; an approver runs SELECT backstop.approve(%s);', request_id, request_id);
   status := backstop._await_decision(request_id, wait_timeout, true);
   IF status IS DISTINCT FROM 'approved' THEN
