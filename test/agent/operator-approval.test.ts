@@ -2,14 +2,17 @@
  * Operator mode (the agent's --approval operator flag, the database still on auto): a DROP
  * waits until a backstop_approver approves from another session; a denial reaches the waiting
  * statement with its reason. Then the agent is stopped and, once its heartbeat is older than
- * max_heartbeat_age, guarded statements are refused at once (fail-closed).
+ * max_heartbeat_age, guarded statements are refused at once (fail-closed). The agent runs as an
+ * ordinary login role in backstop_agent, not as a superuser.
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { createTestDatabase, serverInfo, type TestDatabase } from '../support/database.js';
 import { startAgent, tempDir, waitUntil, type AgentProcess } from '../support/agent-process.js';
 import { settle, waitForRequest, waitForStatus } from './requests.js';
+
+const serverAdminUrl = () => serverInfo().adminUrl;
 
 describe('operator approval and the fail-closed heartbeat', () => {
   let db: TestDatabase;
@@ -17,11 +20,14 @@ describe('operator approval and the fail-closed heartbeat', () => {
   let approver: pg.Client;
   let agent: AgentProcess | undefined;
   const approverRole = `approver_${randomBytes(4).toString('hex')}`;
+  // The agent runs as an ordinary login role in backstop_agent, as in production.
+  const agentRole = `agent_${randomBytes(4).toString('hex')}`;
 
   beforeAll(async () => {
     db = await createTestDatabase();
     admin = await db.client();
     await admin.query(`CREATE ROLE ${approverRole} LOGIN IN ROLE backstop_approver`);
+    await admin.query(`CREATE ROLE ${agentRole} LOGIN IN ROLE backstop_agent`);
     await admin.query(`
       CREATE TABLE public.invoices (id int PRIMARY KEY, total numeric);
       INSERT INTO public.invoices SELECT i, i FROM generate_series(1, 100) i;
@@ -30,13 +36,17 @@ describe('operator approval and the fail-closed heartbeat', () => {
       CREATE TABLE public.audit (id int);`);
     approver = new pg.Client({ connectionString: db.urlAs(approverRole) });
     await approver.connect();
-    agent = await startAgent({ db: db.url, storage: await tempDir('backstop-storage-'), args: ['--approval', 'operator', '--interval', '1h'] });
+    agent = await startAgent({ db: db.urlAs(agentRole), storage: await tempDir('backstop-storage-'), args: ['--approval', 'operator', '--interval', '1h'] });
   });
   afterAll(async () => {
     await agent?.stop('SIGKILL');
     await approver?.end().catch(() => {});
     await db?.drop();
-    await admin.query(`DROP ROLE IF EXISTS ${approverRole}`).catch(() => {});
+    const cleanup = new pg.Client({ connectionString: serverAdminUrl() });
+    await cleanup.connect();
+    await cleanup.query(`DROP ROLE IF EXISTS ${approverRole}`).catch(() => {});
+    await cleanup.query(`DROP ROLE IF EXISTS ${agentRole}`).catch(() => {});
+    await cleanup.end();
   });
 
   it('a DROP waits for an approver, then completes', async () => {
