@@ -78,6 +78,14 @@ describe('restore fidelity', () => {
     expect(restored.constraints.map((c) => [c.name, c.type])).toEqual([['empty_t_restored_pkey', 'p']]);
   });
 
+  it('restores an unlogged table as unlogged', async () => {
+    await client.query(`CREATE UNLOGGED TABLE scratch_u (id int PRIMARY KEY, v text); INSERT INTO scratch_u VALUES (1, 'a'), (2, NULL)`);
+    const { before, after } = await roundTrip({ schema: 'public', table: 'scratch_u' }, { schema: 'public', table: 'scratch_u_restored' });
+    expect(before.rows).toBe(2);
+    expect(after).toEqual(before);
+    expect((await describeTable(client, { schema: 'public', table: 'scratch_u_restored' })).persistence).toBe('unlogged');
+  });
+
   it('restores a row wider than 1 MB', async () => {
     await client.query(`CREATE TABLE wide_row (id int, big text, blob bytea)`);
     await client.query(`INSERT INTO wide_row SELECT 1, repeat(md5(random()::text), 40000), decode(repeat('00ff5c0a09', 300000), 'hex')`);
