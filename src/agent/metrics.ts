@@ -4,8 +4,6 @@
  */
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-export type SnapshotSource = 'sidecar' | 'before-image' | 'on-demand';
-
 export interface AgentMetrics {
   registry: Registry;
   /** Seconds per captured snapshot, by source. */
