@@ -124,7 +124,9 @@ export class RequestPipeline {
       });
       for (const target of truncateResolution.targets) truncated.add(target.oid);
     }
-    const toCapture = resolution.targets.filter((target) => !truncated.has(target.oid));
+    // A partitioned table's snapshot holds its partitions' rows (and their definitions), so
+    // partitions reached through their parent are not captured a second time.
+    const toCapture = resolution.targets.filter((target) => !truncated.has(target.oid) && !(target.partition && target.origin === 'partition or child'));
 
     if (request.requester_pid !== null) {
       const locks = await exclusiveLocks(db, toCapture.map((target) => target.oid));

@@ -20,6 +20,8 @@ export interface ResolvedTarget {
   schema: string;
   table: string;
   origin: TargetOrigin;
+  /** A partition (its rows are also read through its partitioned parent). */
+  partition: boolean;
 }
 
 export interface Resolution {
@@ -38,6 +40,7 @@ interface RelationRow {
   schema: string;
   table: string;
   relkind: string;
+  partition: boolean;
 }
 
 const TABLE_KINDS = new Set(['r', 'p']);
@@ -61,7 +64,7 @@ export function qualifiedTarget(target: { schema: string; table: string }): stri
 async function findRelation(db: Queryable, relation: RelationName, context: ResolveContext): Promise<RelationRow | undefined> {
   const schemas = relation.schema ? [relation.schema] : searchPathSchemas(context.searchPath, context.requester);
   const { rows } = await db.query<RelationRow>(
-    `SELECT c.oid AS oid, n.nspname AS schema, c.relname AS table, c.relkind::text AS relkind
+    `SELECT c.oid AS oid, n.nspname AS schema, c.relname AS table, c.relkind::text AS relkind, c.relispartition AS partition
        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relname = $1 AND n.nspname = ANY($2::text[])
       ORDER BY array_position($2::text[], n.nspname::text) LIMIT 1`,
@@ -77,7 +80,7 @@ async function descendants(db: Queryable, oids: number[]): Promise<RelationRow[]
     `WITH RECURSIVE tree(oid) AS (
         SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = ANY($1::oid[])
         UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid)
-     SELECT c.oid AS oid, n.nspname AS schema, c.relname AS table, c.relkind::text AS relkind
+     SELECT c.oid AS oid, n.nspname AS schema, c.relname AS table, c.relkind::text AS relkind, c.relispartition AS partition
        FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind IN ('r', 'p')`,
     [oids],
@@ -89,7 +92,7 @@ async function descendants(db: Queryable, oids: number[]): Promise<RelationRow[]
 async function referencing(db: Queryable, oids: number[]): Promise<RelationRow[]> {
   if (oids.length === 0) return [];
   const { rows } = await db.query<RelationRow>(
-    `SELECT DISTINCT c.oid AS oid, n.nspname AS schema, c.relname AS table, c.relkind::text AS relkind
+    `SELECT DISTINCT c.oid AS oid, n.nspname AS schema, c.relname AS table, c.relkind::text AS relkind, c.relispartition AS partition
        FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       WHERE k.contype = 'f' AND k.confrelid = ANY($1::oid[]) AND c.relkind IN ('r', 'p')`,
@@ -100,7 +103,7 @@ async function referencing(db: Queryable, oids: number[]): Promise<RelationRow[]
 
 async function schemaTables(db: Queryable, schema: string): Promise<{ exists: boolean; tables: RelationRow[] }> {
   const { rows } = await db.query<RelationRow & { has_schema: boolean }>(
-    `SELECT c.oid AS oid, n.nspname AS schema, c.relname AS table, c.relkind::text AS relkind
+    `SELECT c.oid AS oid, n.nspname AS schema, c.relname AS table, c.relkind::text AS relkind, c.relispartition AS partition
        FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid
       WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')`,
     [schema],
@@ -115,7 +118,7 @@ export async function resolveTargets(db: Queryable, operations: CriticalOperatio
   const problems: string[] = [];
   const add = (row: RelationRow, origin: TargetOrigin): boolean => {
     if (targets.has(row.oid)) return false;
-    targets.set(row.oid, { oid: row.oid, schema: row.schema, table: row.table, origin });
+    targets.set(row.oid, { oid: row.oid, schema: row.schema, table: row.table, origin, partition: row.partition });
     return true;
   };
 
