@@ -664,39 +664,94 @@ BEGIN
 END
 $fn$;
 
--- ddl_command_end: new tables get the TRUNCATE guard; for ALTER TABLE, non-superusers may not
--- switch it off (DISABLE TRIGGER name / ALL / USER, ENABLE REPLICA, plain ENABLE).
+-- Is Backstop's TRUNCATE guard on this table as install left it: named
+-- backstop_truncate_guard, running backstop.guard_truncate(), ENABLE ALWAYS?
+CREATE FUNCTION backstop._truncate_guard_intact(relid oid) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  SELECT EXISTS (SELECT FROM pg_trigger t
+                  WHERE t.tgrelid = _truncate_guard_intact.relid AND t.tgname = 'backstop_truncate_guard'
+                    AND t.tgfoid = 'backstop.guard_truncate()'::regprocedure AND t.tgenabled = 'A')
+$fn$;
+
+-- Has the table no trace of the guard at all (neither the name nor the function)?
+CREATE FUNCTION backstop._truncate_guard_missing(relid oid) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  SELECT NOT EXISTS (SELECT FROM pg_trigger t
+                      WHERE t.tgrelid = _truncate_guard_missing.relid
+                        AND (t.tgname = 'backstop_truncate_guard' OR t.tgfoid = 'backstop.guard_truncate()'::regprocedure))
+$fn$;
+
+-- Refuse (for non-superusers) a command that left the TRUNCATE guard of a table renamed,
+-- replaced, disabled or not ENABLE ALWAYS; give a guarded table that has none the guard.
+CREATE FUNCTION backstop._keep_truncate_guards(tag text, relids oid[]) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+DECLARE
+  relid oid;
+  broken text[] := '{}';
+BEGIN
+  FOR relid IN SELECT DISTINCT r FROM unnest(backstop._with_descendants(relids)) AS r LOOP
+    CONTINUE WHEN NOT backstop._is_guarded_table(relid);
+    IF backstop._truncate_guard_missing(relid) THEN
+      PERFORM backstop._attach_truncate_guard(relid);
+    ELSIF NOT backstop._truncate_guard_intact(relid) THEN
+      broken := broken || relid::regclass::text;
+    END IF;
+  END LOOP;
+  IF cardinality(broken) > 0 AND NOT backstop._is_superuser() THEN
+    RAISE EXCEPTION 'Backstop refused %: the TRUNCATE guard on % must stay as installed (backstop_truncate_guard, ENABLE ALWAYS)',
+        tag, array_to_string(broken, ', ')
+      USING ERRCODE = 'BS007', HINT = 'only a superuser can rename, replace or switch off Backstop''s triggers';
+  END IF;
+END
+$fn$;
+
+-- ddl_command_end: new tables get the TRUNCATE guard (and are remembered as created by this
+-- transaction); ALTER TABLE / CREATE TRIGGER / ALTER TRIGGER must leave it as installed.
 CREATE FUNCTION backstop.guard_new_tables() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
 DECLARE
-  command record;
-  disabled text;
+  relid oid;
   created_any boolean := false;
+  replaced text;
 BEGIN
-  FOR command IN
-    SELECT DISTINCT d.objid FROM pg_event_trigger_ddl_commands() d
-     WHERE d.classid = 'pg_class'::regclass AND d.object_type IN ('table', 'table column')
-  LOOP
-    IF tg_tag = 'ALTER TABLE' AND current_setting('backstop.attaching', true) IS DISTINCT FROM 'on' THEN
-      SELECT string_agg(t.tgrelid::regclass::text, ', ') INTO disabled
-        FROM pg_trigger t
-       WHERE t.tgname = 'backstop_truncate_guard' AND t.tgenabled <> 'A'
-         AND t.tgrelid = ANY (backstop._with_descendants(ARRAY[command.objid]));
-      IF disabled IS NOT NULL AND NOT backstop._is_superuser() THEN
-        RAISE EXCEPTION 'Backstop refused ALTER TABLE: the TRUNCATE guard on % must stay enabled (ENABLE ALWAYS)', disabled
-          USING ERRCODE = 'BS007', HINT = 'only a superuser can switch Backstop''s triggers off';
-      END IF;
-    END IF;
-    IF tg_tag <> 'ALTER TABLE' THEN
-      PERFORM backstop._attach_truncate_guard(command.objid);
-      IF backstop._is_guarded_table(command.objid) THEN
-        INSERT INTO backstop.created_tables (txid, relid) VALUES (txid_current(), command.objid) ON CONFLICT DO NOTHING;
+  IF tg_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') THEN
+    FOR relid IN
+      SELECT DISTINCT d.objid FROM pg_event_trigger_ddl_commands() d
+       WHERE d.classid = 'pg_class'::regclass AND d.object_type = 'table'
+    LOOP
+      PERFORM backstop._attach_truncate_guard(relid);
+      IF backstop._is_guarded_table(relid) THEN
+        INSERT INTO backstop.created_tables (txid, relid) VALUES (txid_current(), relid) ON CONFLICT DO NOTHING;
         created_any := true;
       END IF;
+    END LOOP;
+  ELSIF tg_tag = 'ALTER TABLE' THEN
+    PERFORM backstop._keep_truncate_guards(tg_tag, ARRAY(
+      SELECT DISTINCT d.objid FROM pg_event_trigger_ddl_commands() d
+       WHERE d.classid = 'pg_class'::regclass AND d.object_type IN ('table', 'table column')));
+  ELSIF tg_tag = 'ALTER TRIGGER' THEN
+    PERFORM backstop._keep_truncate_guards(tg_tag, ARRAY(
+      SELECT t.tgrelid FROM pg_event_trigger_ddl_commands() d JOIN pg_trigger t ON t.oid = d.objid
+       WHERE d.classid = 'pg_trigger'::regclass));
+  ELSIF tg_tag = 'CREATE TRIGGER' THEN
+    -- (A freshly attached guard is not ENABLE ALWAYS yet here; only a replacement is refused.)
+    SELECT string_agg(t.tgrelid::regclass::text, ', ') INTO replaced
+      FROM pg_event_trigger_ddl_commands() d JOIN pg_trigger t ON t.oid = d.objid
+     WHERE d.classid = 'pg_trigger'::regclass AND t.tgname = 'backstop_truncate_guard'
+       AND t.tgfoid <> 'backstop.guard_truncate()'::regprocedure;
+    IF replaced IS NOT NULL AND NOT backstop._is_superuser() THEN
+      RAISE EXCEPTION 'Backstop refused CREATE TRIGGER: it would replace the TRUNCATE guard on %', replaced
+        USING ERRCODE = 'BS007', HINT = 'only a superuser can replace Backstop''s triggers; choose another trigger name';
     END IF;
-  END LOOP;
+  END IF;
   -- Clear rows of finished transactions (never blocking, and only where it cannot raise a
   -- serialization error).
   IF created_any AND current_setting('transaction_isolation') = 'read committed' THEN
@@ -706,7 +761,7 @@ BEGIN
   END IF;
 END
 $fn$;
-COMMENT ON FUNCTION backstop.guard_new_tables() IS 'Backstop: attaches the TRUNCATE guard to new tables and keeps it enabled';
+COMMENT ON FUNCTION backstop.guard_new_tables() IS 'Backstop: attaches the TRUNCATE guard to new tables and keeps it as installed';
 
 -------------------------------------------------------------------------------------------------
 -- Privileges, existing tables, and the event triggers themselves
@@ -743,6 +798,6 @@ CREATE EVENT TRIGGER backstop_guard_rewrite ON table_rewrite
 ALTER EVENT TRIGGER backstop_guard_rewrite ENABLE ALWAYS;
 
 CREATE EVENT TRIGGER backstop_guard_new_tables ON ddl_command_end
-  WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE')
+  WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER')
   EXECUTE FUNCTION backstop.guard_new_tables();
 ALTER EVENT TRIGGER backstop_guard_new_tables ENABLE ALWAYS;

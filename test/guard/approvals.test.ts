@@ -152,10 +152,12 @@ describe('approvals, roles and what plain roles cannot do', () => {
     await ownedTable('protected');
     const attempts = [
       ['DROP TRIGGER backstop_truncate_guard ON protected', /Backstop's TRUNCATE guard/],
-      ['ALTER TABLE protected DISABLE TRIGGER ALL', /must stay enabled/],
-      ['ALTER TABLE protected DISABLE TRIGGER USER', /must stay enabled/],
-      ['ALTER TABLE protected ENABLE REPLICA TRIGGER backstop_truncate_guard', /must stay enabled/],
-      ['ALTER TABLE protected ENABLE TRIGGER backstop_truncate_guard', /must stay enabled/],
+      ['ALTER TABLE protected DISABLE TRIGGER ALL', /must stay as installed/],
+      ['ALTER TABLE protected DISABLE TRIGGER USER', /must stay as installed/],
+      ['ALTER TABLE protected ENABLE REPLICA TRIGGER backstop_truncate_guard', /must stay as installed/],
+      ['ALTER TABLE protected ENABLE TRIGGER backstop_truncate_guard', /must stay as installed/],
+      ['ALTER TRIGGER backstop_truncate_guard ON protected RENAME TO harmless', /must stay as installed/],
+      ['CREATE OR REPLACE TRIGGER backstop_truncate_guard BEFORE TRUNCATE ON protected EXECUTE FUNCTION suppress_redundant_updates_trigger()', /would replace the TRUNCATE guard/],
       ['DROP SCHEMA backstop CASCADE', /must be owner/],
       ['ALTER TABLE backstop.request_log DROP COLUMN reason', /must be owner/],
       ['DROP EVENT TRIGGER backstop_guard_dropped', /must be owner/],
@@ -165,8 +167,12 @@ describe('approvals, roles and what plain roles cannot do', () => {
       const error = await pgError(dev.query(sql));
       expect({ sql, message: error.message }).toEqual({ sql, message: expect.stringMatching(expected) });
     }
-    const { rows } = await f.admin.query(`SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'protected'::regclass`);
-    expect(rows).toEqual([{ tgenabled: 'A' }]);
+    const { rows } = await f.admin.query(`SELECT tgname, tgenabled, tgfoid::regproc::text AS fn FROM pg_trigger WHERE tgrelid = 'protected'::regclass`);
+    expect(rows).toEqual([{ tgname: 'backstop_truncate_guard', tgenabled: 'A', fn: 'backstop.guard_truncate' }]);
+    // Ordinary triggers of the owner's own are none of Backstop's business.
+    await f.admin.query(`GRANT CREATE ON SCHEMA public TO ${f.roles.dev}`);
+    await dev.query(`CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`);
+    await dev.query(`CREATE TRIGGER mine BEFORE TRUNCATE ON protected EXECUTE FUNCTION noop(); ALTER TABLE protected DISABLE TRIGGER mine; ALTER TRIGGER mine ON protected RENAME TO mine2`);
   });
 
   it('without dblink: refuses with a HINT showing the backstop.request() call, which then lets it through', async () => {

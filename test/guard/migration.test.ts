@@ -33,6 +33,18 @@ describe('a node-pg-migrate migration that drops a table', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
+  /** node-pg-migrate releases its advisory lock after reporting a failure: wait for that. */
+  async function lockReleased(): Promise<void> {
+    for (let attempt = 0; attempt < 300; attempt += 1) {
+      const { rows } = await f.admin.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+      );
+      if (rows[0]!.n === 0) return;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    throw new Error('node-pg-migrate kept its advisory lock');
+  }
+
   function migrate() {
     return runner({
       databaseUrl: f.db.url,
@@ -62,6 +74,7 @@ describe('a node-pg-migrate migration that drops a table', () => {
   });
 
   it('pauses, and completes once approved from another connection', async () => {
+    await lockReleased();
     const run = migrate();
     const request = await f.agent.waitForRequest({ statement: 'DROP TABLE "customers_v1"' });
     // Paused inside the migration's transaction: nothing visible yet.
