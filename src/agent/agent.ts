@@ -11,8 +11,8 @@
  */
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
-import type pg from 'pg';
-import { createPool, type DatabaseTarget } from '../db/connection.js';
+import pg from 'pg';
+import { clientConfig, type DatabaseTarget } from '../db/connection.js';
 import { describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Storage } from '../storage/storage.js';
@@ -97,7 +97,15 @@ export class Agent {
     this.agentId = options.agentId ?? this.state.agentId(() => `${os.hostname()}-${randomBytes(3).toString('hex')}`);
     this.metrics = createMetrics();
     // Requests in flight each need a connection or two; captures open their own.
-    this.pool = createPool(options.target, Math.max(6, options.concurrency + 4), `backstop agent ${this.agentId}`);
+    this.pool = new pg.Pool({
+      ...clientConfig(options.target, `backstop agent ${this.agentId}`),
+      max: Math.max(6, options.concurrency + 4),
+      // Claims, decisions and heartbeats are short: a server that stops answering must surface
+      // as an error (and a retry), never as a sweep that hangs forever.
+      connectionTimeoutMillis: 10_000,
+      query_timeout: 60_000,
+      keepAlive: true,
+    });
     this.pool.on('error', (error) => this.logger.warn('idle database connection failed', { error: describeError(error) }));
     this.heartbeat = new Heartbeat({
       pool: this.pool,

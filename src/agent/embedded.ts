@@ -4,7 +4,8 @@
  * binaries) under ./.backstop/pg — kept across runs — installs Backstop into it, creates a small
  * demo table once, and prints how to connect and try a DROP TABLE.
  */
-import { chmod, mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
@@ -64,6 +65,25 @@ async function createDemoTable(client: pg.Client): Promise<boolean> {
   return true;
 }
 
+/**
+ * The port of a server already running on this data folder (an earlier agent that was killed
+ * leaves it running), or undefined. postmaster.pid's fourth line is the port.
+ */
+async function alreadyRunning(dataDir: string): Promise<number | undefined> {
+  const pidFile = await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => undefined);
+  const port = Number(pidFile?.split('\n')[3]);
+  if (!Number.isInteger(port) || port <= 0) return undefined;
+  const probe = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:${port}/${EMBEDDED_DATABASE}`, connectionTimeoutMillis: 3_000 });
+  try {
+    await probe.connect();
+    return port;
+  } catch {
+    return undefined;
+  } finally {
+    await probe.end().catch(() => {});
+  }
+}
+
 export async function startEmbeddedDatabase(options: { cwd: string; logger: Logger }): Promise<EmbeddedDatabase> {
   const { logger } = options;
   const home = path.resolve(options.cwd, '.backstop');
@@ -71,19 +91,28 @@ export async function startEmbeddedDatabase(options: { cwd: string; logger: Logg
   await mkdir(home, { recursive: true });
   // As root the server runs as the postgres OS user, which must be able to reach the data folder.
   if (typeof process.getuid === 'function' && process.getuid() === 0) await chmod(home, 0o755);
-  const port = (await portFree(EMBEDDED_PORT)) ? EMBEDDED_PORT : await anyFreePort();
+  const running = await alreadyRunning(dataDir);
+  const port = running ?? ((await portFree(EMBEDDED_PORT)) ? EMBEDDED_PORT : await anyFreePort());
   const cluster = new LocalCluster({ binDir: embeddedBinDir(), dataDir, port });
-  const fresh = !cluster.initialised();
-  if (fresh) logger.info('creating an embedded PostgreSQL (first run only)', { data_dir: dataDir });
-  await cluster.initialise();
-  await cluster.start();
+  if (running) {
+    logger.info('the embedded PostgreSQL is already running (left by an earlier agent); using it', { port });
+  } else {
+    if (!cluster.initialised()) logger.info('creating an embedded PostgreSQL (first run only)', { data_dir: dataDir });
+    await cluster.initialise();
+    await cluster.start();
+  }
   const url = cluster.url(EMBEDDED_DATABASE);
   const client = new pg.Client({ connectionString: url, application_name: 'backstop agent (embedded setup)' });
   try {
     await client.connect();
     const result = await install(client, { logger });
     if (result.applied.length > 0) logger.info('installed Backstop into the embedded PostgreSQL', { migrations: result.applied });
-    if (await createDemoTable(client)) logger.info(`created the demo table public.${DEMO_TABLE} (300 rows)`);
+    // Once per data folder: a demo table the user dropped on purpose is not brought back.
+    const marker = path.join(home, 'demo-table-created');
+    if (!existsSync(marker)) {
+      if (await createDemoTable(client)) logger.info(`created the demo table public.${DEMO_TABLE} (300 rows)`);
+      await writeFile(marker, `public.${DEMO_TABLE}\n`);
+    }
   } catch (error) {
     await client.end().catch(() => {});
     await cluster.stop().catch(() => {});

@@ -145,6 +145,7 @@ export class RequestPipeline {
       }
     });
     const snapshotIds = captured.flatMap((entry) => (entry.snapshot ? [entry.snapshot.snapshotId] : []));
+    if (signal.aborted) return deny('the agent was stopped before every before-image was complete (nothing partial was kept): run the statement again', snapshotIds);
     const failures = captured.flatMap((entry) => (entry.error !== undefined ? [`snapshot of ${qualifiedTarget(entry.target)} failed: ${entry.error}`] : []));
     if (failures.length > 0) return deny(failures.join('; '), snapshotIds);
 

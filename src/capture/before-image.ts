@@ -22,7 +22,13 @@ export const CAPTURE_LOCK_TIMEOUT_MS = 15_000;
 
 /** A pool for captures: every session gets lock_timeout so a lock wait ends with a reason. */
 export function createCapturePool(target: DatabaseTarget, max: number, applicationName: string): pg.Pool {
-  return new pg.Pool({ ...clientConfig(target, applicationName), max, options: `-c lock_timeout=${CAPTURE_LOCK_TIMEOUT_MS}` });
+  return new pg.Pool({
+    ...clientConfig(target, applicationName),
+    max,
+    options: `-c lock_timeout=${CAPTURE_LOCK_TIMEOUT_MS}`,
+    connectionTimeoutMillis: 10_000,
+    keepAlive: true,
+  });
 }
 
 export interface BeforeImageOptions {

@@ -53,6 +53,21 @@ describe.skipIf(serverInfo().major !== 17)('embedded defaults', () => {
 
     expect((await agent.stop('SIGTERM')).code).toBe(0);
     agent = undefined;
+
+    // Killed without a chance to stop its server: the next start finds it running and uses it;
+    // the dropped demo table is not brought back.
+    const killed = await startAgent({ cwd, env: withoutDatabaseEnvironment(), args: ['--interval', '1h'], timeoutMs: 240_000 });
+    killed.child.kill('SIGKILL');
+    await killed.exited;
+    agent = await startAgent({ cwd, env: withoutDatabaseEnvironment(), args: ['--interval', '1h'], timeoutMs: 240_000 });
+    expect(agent.lines.some((line) => line.msg.startsWith('the embedded PostgreSQL is already running'))).toBe(true);
+    const again = new pg.Client({ connectionString: String(agent.lines.find((line) => line.msg === 'embedded PostgreSQL running')!.url) });
+    await again.connect();
+    expect((await again.query(`SELECT to_regclass('public.customers') IS NULL AS gone`)).rows[0].gone).toBe(true);
+    await again.end();
+    expect((await agent.stop('SIGTERM')).code).toBe(0);
+    agent = undefined;
+
     const probe = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3_000 });
     await expect(probe.connect()).rejects.toThrow();
     await probe.end().catch(() => {});
