@@ -20,6 +20,8 @@ export interface LoadOptions {
   table: QualifiedName;
   /** Columns COPY writes (generated columns are not among them). */
   columns: ColumnDefinition[];
+  /** The table was created in this transaction and is not partitioned (see copyStatement). */
+  freeze: boolean;
   progress?: ProgressReporter;
 }
 
@@ -35,8 +37,12 @@ export function copyColumnsFor(manifest: Manifest, columns: ColumnDefinition[]):
   });
 }
 
-export function copyStatement(table: QualifiedName, columns: ColumnDefinition[]): string {
-  return `COPY ${quoteQualified(table)} (${columns.map((c) => quoteIdent(c.name)).join(', ')}) FROM STDIN`;
+/**
+ * FREEZE (allowed because the table was created in this transaction, and not for partitioned
+ * tables) writes the rows already frozen: no later anti-wraparound vacuum rewrites them.
+ */
+export function copyStatement(table: QualifiedName, columns: ColumnDefinition[], freeze = false): string {
+  return `COPY ${quoteQualified(table)} (${columns.map((c) => quoteIdent(c.name)).join(', ')}) FROM STDIN${freeze ? ' WITH (FREEZE)' : ''}`;
 }
 
 /** Load every row; resolves with the number of rows loaded. */
@@ -60,7 +66,7 @@ export async function loadRows(options: LoadOptions): Promise<number> {
         }
       })(),
     );
-    await pipeline(lines, client.query(copyStreams.from(copyStatement(table, columns))));
+    await pipeline(lines, client.query(copyStreams.from(copyStatement(table, columns, options.freeze))));
   } finally {
     reader.close();
   }

@@ -125,7 +125,7 @@ export function restoreScript(plan: RestorePlan, manifest: Manifest, replaced: b
   lines.push(`-- restore snapshot ${manifest.snapshot_id} of ${displayName(plan.source)} (${manifest.row_count} rows, captured ${manifest.created_at}) into ${displayName(plan.target)}`);
   if (replaced) lines.push(`-- ${displayName(plan.target)} exists: the copy is built as ${displayName(plan.build)} and swapped in after verification`);
   plan.create.forEach(statement);
-  lines.push(`${copyStatement(plan.build, plan.copyColumns)};  -- ${manifest.row_count} rows from the verified data file`);
+  lines.push(`${copyStatement(plan.build, plan.copyColumns, manifest.definition.relkind === 'table')};  -- ${manifest.row_count} rows from the verified data file`);
   lines.push(`-- verify: row count = ${manifest.row_count}, content hash ${manifest.content_hash.algorithm} = ${manifest.content_hash.value}`);
   plan.afterLoad.forEach(statement);
   for (const reset of plan.sequenceResets) {
@@ -227,7 +227,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         const progress = showProgress
           ? createProgress({ label: `restore ${displayName(target)}`, logger: log, totalRows: manifest.row_count, ...(options.progressStream ? { stream: options.progressStream } : {}) })
           : undefined;
-        const loaded = await loadRows({ client, manifest, file: file.path, table: plan.build, columns: plan.copyColumns, ...(progress ? { progress } : {}) });
+        const loaded = await loadRows({ client, manifest, file: file.path, table: plan.build, columns: plan.copyColumns, freeze: manifest.definition.relkind === 'table', ...(progress ? { progress } : {}) });
         result.loadMs = Date.now() - loadStarted;
 
         const hash = await contentHash(client, plan.build);

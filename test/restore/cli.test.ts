@@ -66,7 +66,7 @@ describe('restore and recover commands', () => {
     expect(run.code).toBe(0);
     expect(run.stdout).toContain('-- dry run: nothing was changed; checksums verified');
     expect(run.stdout).toContain('CREATE TABLE "public"."items_dry"');
-    expect(run.stdout).toContain('COPY "public"."items_dry" ("id", "Qty", "note") FROM STDIN;  -- 200 rows');
+    expect(run.stdout).toContain('COPY "public"."items_dry" ("id", "Qty", "note") FROM STDIN WITH (FREEZE);  -- 200 rows');
     const { rows } = await client.query(`SELECT to_regclass('public.items_dry') AS t`);
     expect(rows[0].t).toBeNull();
   });
