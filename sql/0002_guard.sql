@@ -431,7 +431,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
 DECLARE
-  query text := current_query();
+  query text := coalesce(current_query(), '');  -- null in background workers
   relids oid[];
 BEGIN
   -- Backstop attaching its own TRUNCATE trigger (ALTER TABLE ... ENABLE ALWAYS TRIGGER).
@@ -602,7 +602,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
 DECLARE
-  query text := current_query();
+  -- No client text in background workers (e.g. a logical replication apply worker).
+  query text := coalesce(current_query(), format('TRUNCATE %s -- issued by a background process', relid::regclass));
   normalized text := backstop.normalize_statement(query);
   covering bigint;
 BEGIN
