@@ -52,7 +52,12 @@ export function parseAgentFlags(flags: AgentFlags): ParsedAgentFlags {
     }
     approval = flags.approval;
   }
-  const schemas = flags.schemas?.split(',').map((schema) => schema.trim()).filter((schema) => schema !== '');
+  // Schema names exactly as in pg_namespace (no case folding); surrounding double quotes are
+  // allowed and removed, so '"Sales EU",public' works.
+  const schemas = flags.schemas
+    ?.split(',')
+    .map((schema) => schema.trim().replace(/^"(.*)"$/, '$1').replace(/""/g, '"'))
+    .filter((schema) => schema !== '');
   return {
     approval,
     intervalMs: parseDuration(flags.interval, '--interval'),

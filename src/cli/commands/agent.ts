@@ -59,7 +59,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--interval <duration>', 'continuous snapshot poll interval, e.g. 500ms, 2s, 5m', '60s')
     .option('--snapshot-every-poll', 'capture every table on every poll, changed or not')
     .option('--keep <n>', 'snapshots to keep per table (older ones are pruned)')
-    .option('--schemas <list>', 'comma-separated schemas to snapshot (default: every user schema)')
+    .option('--schemas <list>', 'comma-separated schemas to snapshot, names as in the catalog (default: every user schema)')
     .option('--concurrency <n>', 'tables captured at once', '4')
     .option('--state <path>', 'agent state file (SQLite)', DEFAULT_STATE_PATH)
     .option('--http <host:port|off>', 'HTTP metadata API address; port 0 picks a free port', '127.0.0.1:8080')
