@@ -142,9 +142,11 @@ export function restoreScript(plan: RestorePlan, manifest: Manifest, replaced: b
 
 function wrapFailure(error: unknown, what: string): BackstopError {
   if (error instanceof BackstopError) return error;
+  // PostgreSQL's own hint (e.g. Backstop's guard refusing the DROP of a replaced table) comes first.
+  const serverHint = typeof (error as { hint?: unknown }).hint === 'string' ? `${(error as { hint: string }).hint}; ` : '';
   return new DatabaseError(`${what} failed: ${describeError(error)}`, {
     cause: error,
-    hint: 'the restore was rolled back: nothing was created or changed',
+    hint: `${serverHint}the restore was rolled back: nothing was created or changed`,
   });
 }
 
@@ -296,6 +298,8 @@ async function swapIn(client: pg.ClientBase, original: ReplacedOriginal, plan: R
   try {
     await client.query(`DROP TABLE ${quoteQualified(original.table)}`);
   } catch (error) {
+    // 2BP01 dependent_objects_still_exist; anything else (e.g. the guard refusing) keeps its own hint.
+    if ((error as { code?: string }).code !== '2BP01') throw error;
     throw new ConflictError(`cannot replace ${quoteQualified(original.table)}: ${describeError(error)}`, {
       cause: error,
       hint: 'other objects (views, …) depend on it; the restore was rolled back — restore with --into a new name instead',

@@ -10,7 +10,7 @@ import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveDatabase } from '../../src/db/connection.js';
 import { describeTable } from '../../src/db/catalog.js';
-import { ConflictError, VerificationError } from '../../src/errors/index.js';
+import { ConflictError, DatabaseError, VerificationError } from '../../src/errors/index.js';
 import { restoreItems } from '../../src/restore/restore.js';
 import { captureTable } from '../../src/snapshot/capture.js';
 import type { Manifest } from '../../src/snapshot/manifest.js';
@@ -131,12 +131,29 @@ describe('restore safety', () => {
     expect(await relationNames()).toEqual(names);
   });
 
+  it('--replace refuses, keeping the original, when a view depends on it', async () => {
+    const manifest = await capture('accounts');
+    await client.query(`CREATE VIEW rich_accounts AS SELECT * FROM accounts WHERE balance > 100`);
+    try {
+      const before = await tableFingerprint(client, { schema: 'public', table: 'accounts' });
+      const error = await withoutGuard(client, () =>
+        restoreItems(client, storage, [{ manifest, target: { schema: 'public', table: 'accounts' } }], { replace: true }).catch((e: unknown) => e),
+      );
+      expect(error).toBeInstanceOf(ConflictError);
+      expect((error as ConflictError).hint).toMatch(/--into a new name/);
+      expect(await tableFingerprint(client, { schema: 'public', table: 'accounts' })).toEqual(before);
+    } finally {
+      await client.query(`DROP VIEW rich_accounts`);
+    }
+  });
+
   it('--replace under the live guard without an approval fails cleanly and keeps the original', async () => {
     const manifest = await capture('accounts');
     const before = await tableFingerprint(client, { schema: 'public', table: 'accounts' });
     const names = await relationNames();
     const error = await restoreItems(client, storage, [{ manifest, target: { schema: 'public', table: 'accounts' } }], { replace: true }).catch((e: unknown) => e);
     expect((error as Error).message).toMatch(/Backstop refused DROP TABLE/);
+    expect((error as DatabaseError).hint).toMatch(/the restore was rolled back: nothing was created or changed$/);
     expect(await tableFingerprint(client, { schema: 'public', table: 'accounts' })).toEqual(before);
     expect(await relationNames()).toEqual(names);
   });
