@@ -367,7 +367,14 @@ BEGIN
       EXECUTE format('SELECT %I.dblink_disconnect($1)', dblink_schema) USING connection_name;
     END;
   END IF;
-  EXECUTE format('SELECT %I.dblink_connect($1, $2)', dblink_schema) USING connection_name, backstop._loopback_conninfo();
+  BEGIN
+    EXECUTE format('SELECT %I.dblink_connect($1, $2)', dblink_schema) USING connection_name, backstop._loopback_conninfo();
+  EXCEPTION WHEN OTHERS THEN
+    RAISE EXCEPTION 'Backstop could not open its loopback connection to this database: %', SQLERRM
+      USING ERRCODE = 'BS004',
+            HINT = format('allow local connections as %s (pg_hba.conf; max_connections), or set backstop.settings.loopback_conninfo; '
+                          'meanwhile file requests ahead with SELECT backstop.request($$...$$)', quote_ident(current_user));
+  END;
   EXECUTE format('SELECT %I.dblink_exec($1, $2)', dblink_schema)
     USING connection_name, 'SET search_path = pg_catalog, backstop, pg_temp';
   RETURN connection_name;

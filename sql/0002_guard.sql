@@ -438,13 +438,14 @@ BEGIN
   IF current_setting('backstop.attaching', true) = 'on' THEN
     RETURN;
   END IF;
-  relids := backstop._pause_targets(tag, query, caller_search_path);
-  IF cardinality(relids) = 0 THEN
+  -- This client string already got its approval in this transaction (several DROPs in one
+  -- string fire the trigger several times): nothing to read again.
+  IF txid_current_if_assigned() IS NOT NULL
+     AND backstop._consumed_for_statement(backstop.normalize_statement(query)) IS NOT NULL THEN
     RETURN;
   END IF;
-  -- Already approved in this transaction (same client string, or tables already covered).
-  IF backstop._consumed_for_statement(backstop.normalize_statement(query)) IS NOT NULL
-     OR backstop._covered_oids() @> relids THEN
+  relids := backstop._pause_targets(tag, query, caller_search_path);
+  IF cardinality(relids) = 0 OR backstop._covered_oids() @> relids THEN
     RETURN;
   END IF;
   PERFORM backstop._obtain_approval(tag, query, caller_search_path, relids, '{}', true);

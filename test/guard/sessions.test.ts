@@ -77,6 +77,20 @@ describe('guarded statements in unusual sessions', () => {
     expect(await tableExists(f.admin, 'slow')).toBe(true);
   });
 
+  it('says what to do when the loopback connection cannot be opened', async () => {
+    await f.admin.query(`UPDATE backstop.settings SET loopback_conninfo = 'host=127.0.0.1 port=1 dbname=nowhere connect_timeout=2'`);
+    try {
+      const session = await f.session();
+      const error = await pgError(session.query('DROP TABLE slow'));
+      expect(error.code).toBe('BS004');
+      expect(error.message).toMatch(/could not open its loopback connection/);
+      expect(error.hint).toMatch(/loopback_conninfo/);
+    } finally {
+      await f.admin.query(`UPDATE backstop.settings SET loopback_conninfo = NULL`);
+    }
+    expect(await tableExists(f.admin, 'slow')).toBe(true);
+  });
+
   it('session_replication_role = replica does not switch the guard off', async () => {
     await f.admin.query(`CREATE TABLE replica_t (id int); INSERT INTO replica_t VALUES (1)`);
     const session = await f.session();
