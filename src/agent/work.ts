@@ -3,6 +3,8 @@
  * before-image capture, TRUNCATE image export, on-demand snapshots, continuous snapshots.
  */
 import type { Logger } from '../log/logger.js';
+import { parseQualifiedName } from '../db/identifiers.js';
+import { listManifests } from '../snapshot/list.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/storage.js';
 import { BeforeImages, createCapturePool } from '../capture/before-image.js';
@@ -63,10 +65,7 @@ export function agentWork(agent: Agent, storage: Storage, logger: Logger): Agent
       await scheduler.handleSnapshotRequests(signal);
     },
     scheduler,
-    listSnapshots: async (table) => {
-      const all = state.listSnapshots();
-      const wanted = table ? all.filter((s) => `${s.schema}.${s.table}` === table || s.table === table) : all;
-      return wanted.map((s) => s.manifest);
-    },
+    // The same JSON as `backstop snapshots list --json`: the manifests in storage, newest first.
+    listSnapshots: async (table) => listManifests(storage, table ? { table: parseQualifiedName(table) } : {}),
   };
 }

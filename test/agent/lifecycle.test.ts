@@ -70,6 +70,15 @@ describe('backstop agent process', () => {
     }, 60_000, 'a decision after the reconnect');
     expect(afterKillDecision.reason).toContain('after_kill does not exist');
 
+    const listed = (await (await fetch(`http://127.0.0.1:${agent.httpPort}/metadata/snapshots?table=public.watched`)).json()) as Array<{ snapshot_id: string; table: string }>;
+    expect(listed.map((manifest) => manifest.snapshot_id)).toContain(done.snapshot_id);
+    expect(new Set(listed.map((manifest) => manifest.table))).toEqual(new Set(['watched']));
+    const requests = (await (await fetch(`http://127.0.0.1:${agent.httpPort}/metadata/requests?status=denied`)).json()) as Array<{ status: string }>;
+    expect(requests.length).toBeGreaterThanOrEqual(3);
+    expect(requests.every((request) => request.status === 'denied')).toBe(true);
+    const metrics = await (await fetch(`http://127.0.0.1:${agent.httpPort}/metrics`)).text();
+    expect(metrics).toMatch(/backstop_request_decisions_total\{outcome="denied"\} [1-9]/);
+
     const health = await (await fetch(`http://127.0.0.1:${agent.httpPort}/metadata/health`)).json();
     expect(health).toMatchObject({ role: 'leader', listening: true });
 
