@@ -139,6 +139,28 @@ describe('DROP TABLE / DROP SCHEMA guard', () => {
     expect((await requestRows(f.admin)).length).toBe(before + 1);
   });
 
+  it('refuses at once inside a transaction that already locked the table, and a request filed ahead then lets it through', async () => {
+    await f.admin.query(`CREATE TABLE locked_early (id int)`);
+    const session = await f.session();
+    await session.query('BEGIN');
+    await session.query('ALTER TABLE locked_early ADD COLUMN note text');
+    const error = await pgError(session.query('DROP TABLE locked_early'));
+    await session.query('ROLLBACK');
+    expect(error.code).toBe('BS004');
+    expect(error.message).toMatch(/already locks public\.locked_early exclusively/);
+    expect(error.hint).toContain('SELECT backstop.request($$DROP TABLE locked_early$$);');
+
+    const other = await f.session();
+    const waited = other.query(`SELECT backstop.wait(backstop.request($$DROP TABLE locked_early$$), '20 s') AS status`);
+    await f.agent.approveNext({ statement: 'DROP TABLE locked_early', targets: ['locked_early'] });
+    expect((await waited).rows[0].status).toBe('approved');
+    await session.query('BEGIN');
+    await session.query('ALTER TABLE locked_early ADD COLUMN note text');
+    await session.query('DROP TABLE locked_early');
+    await session.query('COMMIT');
+    expect(await tableExists(f.admin, 'locked_early')).toBe(false);
+  });
+
   it('covers the partitions of a dropped partitioned table', async () => {
     await f.admin.query(`CREATE TABLE events (at int) PARTITION BY RANGE (at);
                          CREATE TABLE events_0 PARTITION OF events FOR VALUES FROM (0) TO (10)`);
