@@ -177,7 +177,9 @@ export class Agent {
       });
       this.logger.info('HTTP API listening', { url: `http://${this.http.address.host}:${this.http.address.port}/metadata/health`, port: this.http.address.port });
     }
-    this.heartbeat.start();
+    // A heartbeat first: the guard (and this agent's own gate) refuse everything without one.
+    await this.heartbeat.beat();
+    this.heartbeat.start(false);
     this.listener.start();
     this.leaderElection.start();
     this.sweepLoop = this.runSweeps();

@@ -92,10 +92,13 @@ export class Heartbeat {
     }
   }
 
-  start(): void {
+  /** Beat every interval; `beatNow: false` when a beat was just written. */
+  start(beatNow = true): void {
     this.loop ??= (async () => {
+      let due = beatNow;
       while (!this.stopping.signal.aborted) {
-        await this.beat();
+        if (due) await this.beat();
+        due = true;
         await sleep(this.options.intervalMs ?? 5_000, this.stopping.signal);
       }
     })();
