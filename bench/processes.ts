@@ -15,6 +15,8 @@ export interface MeasuredRun {
   wallMs: number;
   /** Peak RSS in kilobytes, or undefined when it could not be read. */
   peakRssKb: number | undefined;
+  /** User + system CPU seconds of the process (GNU time only). */
+  cpuSeconds: number | undefined;
   stdout: string;
   stderr: string;
 }
@@ -33,7 +35,7 @@ export class CommandFailed extends Error {
 }
 
 export function peakRssMethod(): string {
-  return existsSync(GNU_TIME) ? `${GNU_TIME} -f %M` : 'VmHWM from /proc/<pid>/status, sampled every 20 ms';
+  return existsSync(GNU_TIME) ? `${GNU_TIME} -f '%M %U %S'` : 'VmHWM from /proc/<pid>/status, sampled every 20 ms';
 }
 
 async function readVmHwmKb(pid: number): Promise<number | undefined> {
@@ -49,7 +51,7 @@ async function readVmHwmKb(pid: number): Promise<number | undefined> {
 export async function runMeasured(command: string, args: string[], options: RunOptions = {}): Promise<MeasuredRun> {
   const useGnuTime = existsSync(GNU_TIME);
   const rssFile = path.join(os.tmpdir(), `backstop-bench-rss-${process.pid}-${Math.random().toString(36).slice(2)}`);
-  const [file, argv] = useGnuTime ? [GNU_TIME, ['-f', '%M', '-o', rssFile, command, ...args]] : [command, args];
+  const [file, argv] = useGnuTime ? [GNU_TIME, ['-f', '%M %U %S', '-o', rssFile, command, ...args]] : [command, args];
   const devNull = options.discardStdout ? await open('/dev/null', 'w') : undefined;
   try {
     const started = performance.now();
@@ -78,12 +80,14 @@ export async function runMeasured(command: string, args: string[], options: RunO
     if (sampler) clearInterval(sampler);
     if (exitCode !== 0) throw new CommandFailed([command, ...args].join(' '), exitCode, stderr);
     let peakRssKb = sampledPeak;
+    let cpuSeconds: number | undefined;
     if (useGnuTime) {
       const text = await readFile(rssFile, 'utf8').catch(() => '');
-      const kb = Number(text.trim().split('\n').pop());
-      peakRssKb = Number.isFinite(kb) && kb > 0 ? kb : undefined;
+      const [kb, user, system] = (text.trim().split('\n').pop() ?? '').split(' ').map(Number);
+      peakRssKb = kb !== undefined && Number.isFinite(kb) && kb > 0 ? kb : undefined;
+      cpuSeconds = user !== undefined && system !== undefined && Number.isFinite(user + system) ? user + system : undefined;
     }
-    return { wallMs, peakRssKb, stdout, stderr };
+    return { wallMs, peakRssKb, cpuSeconds, stdout, stderr };
   } finally {
     await devNull?.close();
     await rm(rssFile, { force: true });

@@ -7,10 +7,11 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { ResourceSummary } from './contenders.js';
 import type { MachineFacts } from './machine.js';
 import type { BenchOptions } from './options.js';
 import type { Figure, ScenarioResult } from './results.js';
-import { round } from './stats.js';
+import { round, type Summary } from './stats.js';
 
 export interface RunRecord {
   startedAt: string;
@@ -105,6 +106,40 @@ function machineSection(machine: MachineFacts, server: string, file: string): st
   ].join('\n');
 }
 
+const RESOURCE_LABELS: Record<string, string> = {
+  backstop: 'Backstop',
+  pgDump: 'pg_dump -Fc -t',
+  copy: 'COPY TO STDOUT (psql)',
+  pgRestore: 'pg_restore',
+  s3: 'Backstop → S3',
+  local: 'Backstop → local',
+};
+
+function median(summary: unknown, digits: number, unit: string): string {
+  const value = (summary as Summary | undefined)?.median;
+  return value === undefined ? '—' : `${value.toFixed(digits)}${unit}`;
+}
+
+/**
+ * CPU and memory of each process-based contender (medians of the measured runs): the evidence
+ * for where the time goes and for what 2 cores allow.
+ */
+function resourceTable(results: ScenarioResult[]): string[] {
+  const lines = ['CPU and memory per run (medians): the process itself (GNU time user+sys), the PostgreSQL server over the same run (/proc), and the process\'s peak RSS.', '',
+    '| scenario | process | process CPU | server CPU | peak RSS |', '|---|---|---|---|---|'];
+  let rows = 0;
+  for (const result of results) {
+    if (result.id.startsWith('capture-floor') || result.id.startsWith('rss-')) continue;
+    for (const [key, label] of Object.entries(RESOURCE_LABELS)) {
+      const resources = result.extra?.[key] as ResourceSummary | undefined;
+      if (!resources || typeof resources !== 'object' || !('serverCpuS' in resources)) continue;
+      lines.push(`| ${result.id} | ${label} | ${median(resources.clientCpuS, 2, ' s')} | ${median(resources.serverCpuS, 2, ' s')} | ${median(resources.peakRssMb, 0, ' MB')} |`);
+      rows += 1;
+    }
+  }
+  return rows > 0 ? lines : [];
+}
+
 export function renderSummary(records: { file: string; record: RunRecord }[]): string {
   const latest = new Map<string, { result: ScenarioResult; file: string }>();
   for (const { file, record } of records) {
@@ -125,7 +160,13 @@ export function renderSummary(records: { file: string; record: RunRecord }[]): s
     lines.push(`| ${row.title} | ${formatFigure(result.backstop)} | ${formatFigure(result.anchor)} | ${formatComparison(result)} | ${result.target?.text ?? row.target} | ${formatMet(result)} | ${file.replace(/\.json$/, '')} |`);
   }
   const newest = records.at(-1);
-  return [newest ? machineSection(newest.record.machine, newest.record.server, newest.file) : 'No run recorded yet.', '', ...lines].join('\n');
+  return [
+    newest ? machineSection(newest.record.machine, newest.record.server, newest.file) : 'No run recorded yet.',
+    '',
+    ...lines,
+    '',
+    ...resourceTable([...latest.values()].map(({ result }) => result)),
+  ].join('\n');
 }
 
 export async function updateBenchmarksMd(repoRoot: string): Promise<void> {

@@ -40,6 +40,8 @@ export interface BenchServer {
   major: number;
   label: string;
   settings: Record<string, string>;
+  /** The cluster's data folder when it is local (for CPU accounting), else undefined. */
+  dataDir: string | undefined;
   urlFor(database: string): string;
   /** Stop the cluster unless it is kept (or was given with --db). */
   release(): Promise<void>;
@@ -127,6 +129,7 @@ async function startTemporaryCluster(keep: boolean): Promise<BenchServer> {
     ...facts,
     label: `temporary cluster in ${cluster.options.dataDir}${reused ? ' (kept from an earlier run)' : ''}`,
     settings: BENCH_SERVER_SETTINGS,
+    dataDir: cluster.options.dataDir,
     urlFor: (database) => databaseUrl(adminUrl, database),
     async release() {
       if (keep) return;
@@ -146,6 +149,7 @@ export async function startBenchServer(options: { db: string | undefined; keepSe
       ...facts,
       label: 'server given with --db',
       settings: {},
+      dataDir: undefined,
       urlFor: (database) => databaseUrl(options.db!, database),
       release: async () => {},
     };

@@ -9,7 +9,7 @@ import { BENCH_DATABASE, type BenchTable } from '../dataset.js';
 import { sideBySide } from '../measure.js';
 import type { ScenarioResult } from '../results.js';
 import { startS3 } from '../s3.js';
-import { measuredRss, processContender } from './capture.js';
+import { newRunStats, processContender, resourceSummary } from '../contenders.js';
 
 const TARGET_RATIO = 1.3;
 
@@ -24,12 +24,14 @@ export async function captureS3(context: ScenarioContext, table: BenchTable): Pr
   const s3 = await startS3(workDir);
   try {
     const localStorage = (iteration: number) => path.join(workDir, `s3cmp-local-${iteration}`);
-    const rss = { s3: [] as number[], local: [] as number[] };
+    const stats = { s3: newRunStats(), local: newRunStats() };
     log(`capture ${table.name}: S3 at ${s3.endpoint} | local folder`);
     const summaries = await sideBySide(
       [
-        processContender('backstop snapshot (S3)', (i) => cli.snapshot(db, s3.storageUrl(`run-${i}`), table.name, s3.env), rss.s3),
-        processContender('backstop snapshot (local)', (i) => cli.snapshot(db, localStorage(i), table.name), rss.local, (i) => rm(localStorage(i), { recursive: true, force: true })),
+        processContender(server, 'backstop snapshot (S3)', (i) => cli.snapshot(db, s3.storageUrl(`run-${i}`), table.name, s3.env), stats.s3),
+        processContender(server, 'backstop snapshot (local)', (i) => cli.snapshot(db, localStorage(i), table.name), stats.local, {
+          cleanup: (i) => rm(localStorage(i), { recursive: true, force: true }),
+        }),
       ],
       { warmup: options.warmup, runs: options.runs, log },
     );
@@ -42,7 +44,7 @@ export async function captureS3(context: ScenarioContext, table: BenchTable): Pr
       anchor: { label: 'backstop snapshot → local folder', unit: 'ms', summary: local },
       ratio,
       target: { text: `≤ ${TARGET_RATIO}× the local capture`, met: ratio <= TARGET_RATIO },
-      extra: { peakRssMbS3: measuredRss(rss.s3, options.warmup), endpoint: s3.endpoint },
+      extra: { s3: resourceSummary(stats.s3, options.warmup), local: resourceSummary(stats.local, options.warmup), endpoint: s3.endpoint },
     }];
   } finally {
     await s3.stop();

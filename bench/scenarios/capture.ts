@@ -9,30 +9,12 @@ import { latestLocalSnapshot } from '../backstop-cli.js';
 import { copyToDevNull, pgDump } from '../anchors.js';
 import type { ScenarioContext } from '../context.js';
 import { BENCH_DATABASE, type BenchTable } from '../dataset.js';
+import { newRunStats, processContender, resourceSummary } from '../contenders.js';
 import { sideBySide, type Contender } from '../measure.js';
-import type { MeasuredRun } from '../processes.js';
 import type { ScenarioResult } from '../results.js';
-import { round, summarize } from '../stats.js';
+import { round } from '../stats.js';
 
 const BYTES_PER_MB = 1024 * 1024;
-
-/** A contender that runs a child process and remembers each run's peak RSS. */
-export function processContender(name: string, start: (iteration: number) => Promise<MeasuredRun>, rssMb: number[], cleanup?: (iteration: number) => Promise<void>): Contender {
-  return {
-    name,
-    async run(iteration) {
-      const result = await start(iteration);
-      if (result.peakRssKb !== undefined) rssMb.push(result.peakRssKb / 1024);
-      return result.wallMs;
-    },
-    ...(cleanup ? { cleanup } : {}),
-  };
-}
-
-/** Peak RSS samples of measured runs only: the first `warmup` samples belong to warm-up runs. */
-export function measuredRss(samples: number[], warmup: number) {
-  return summarize(samples.slice(warmup));
-}
 
 export async function captureLocal(context: ScenarioContext, table: BenchTable): Promise<ScenarioResult[]> {
   const { server, options, workDir, cli, artifacts, log } = context;
@@ -42,16 +24,18 @@ export async function captureLocal(context: ScenarioContext, table: BenchTable):
   const lastIteration = options.warmup + options.runs - 1;
   const unavailable = context.buildError ? `the CLI does not build: ${context.buildError}` : await cli.unavailable('snapshot');
 
-  const rss = { backstop: [] as number[], pgDump: [] as number[] };
+  const stats = { backstop: newRunStats(), pgDump: newRunStats(), copy: newRunStats() };
   const contenders: Contender[] = [
-    processContender('pg_dump -Fc -t', () => pgDump(server, BENCH_DATABASE, table.name, dumpFile), rss.pgDump),
-    processContender('COPY TO STDOUT > /dev/null', () => copyToDevNull(server, BENCH_DATABASE, table.name), []),
+    processContender(server, 'pg_dump -Fc -t', () => pgDump(server, BENCH_DATABASE, table.name, dumpFile), stats.pgDump),
+    processContender(server, 'COPY TO STDOUT > /dev/null', () => copyToDevNull(server, BENCH_DATABASE, table.name), stats.copy),
   ];
   if (!unavailable) {
     contenders.unshift(
-      processContender('backstop snapshot (local)', (i) => cli.snapshot(db, storageFor(i), table.name), rss.backstop, async (i) => {
+      processContender(server, 'backstop snapshot (local)', (i) => cli.snapshot(db, storageFor(i), table.name), stats.backstop, {
         // Keep only the last run's snapshot: the restore scenario uses it.
-        if (i < lastIteration) await rm(storageFor(i), { recursive: true, force: true });
+        cleanup: async (i) => {
+          if (i < lastIteration) await rm(storageFor(i), { recursive: true, force: true });
+        },
       }),
     );
   }
@@ -62,7 +46,10 @@ export async function captureLocal(context: ScenarioContext, table: BenchTable):
   const dump = summaries.get('pg_dump -Fc -t')!;
   const copy = summaries.get('COPY TO STDOUT > /dev/null')!;
   const dumpBytes = (await stat(dumpFile)).size;
-  const common = { size: table.size, extra: { tableBytes: table.bytes, rows: table.rows, dumpMb: round(dumpBytes / BYTES_PER_MB), pgDumpPeakRssMb: round(measuredRss(rss.pgDump, options.warmup).median, 1) } };
+  const common = {
+    size: table.size,
+    extra: { tableBytes: table.bytes, rows: table.rows, dumpMb: round(dumpBytes / BYTES_PER_MB), pgDump: resourceSummary(stats.pgDump, options.warmup), copy: resourceSummary(stats.copy, options.warmup) },
+  };
   const dumpFigure = { label: 'pg_dump -Fc -t', unit: 'ms' as const, summary: dump };
   const copyFigure = { label: 'COPY TO STDOUT > /dev/null (psql)', unit: 'ms' as const, summary: copy };
 
@@ -77,8 +64,8 @@ export async function captureLocal(context: ScenarioContext, table: BenchTable):
   if (snapshot) artifacts.localSnapshots.set(table.size, { storageDir: storageFor(lastIteration), snapshotId: snapshot.snapshotId });
   const capture = summaries.get('backstop snapshot (local)')!;
   const captureFigure = { label: 'backstop snapshot → local folder', unit: 'ms' as const, summary: capture };
-  const backstopRss = measuredRss(rss.backstop, options.warmup);
-  const extra = { ...common.extra, snapshotMb: snapshot ? round(snapshot.dataBytes / BYTES_PER_MB) : undefined, peakRssMb: backstopRss };
+  const resources = resourceSummary(stats.backstop, options.warmup);
+  const extra = { ...common.extra, snapshotMb: snapshot ? round(snapshot.dataBytes / BYTES_PER_MB) : undefined, peakRssMb: resources.peakRssMb, backstop: resources };
   const ratio = capture.median / dump.median;
   return [
     {
@@ -89,7 +76,7 @@ export async function captureLocal(context: ScenarioContext, table: BenchTable):
     {
       scenario: 'capture', id: `capture-floor@${table.size}`, title: `capture ${table.name} vs the physical floor`, size: table.size,
       status: 'measured', backstop: captureFigure, anchor: copyFigure, ratio: capture.median / copy.median,
-      target: { text: 'report the ratio', met: undefined }, extra: { tableBytes: table.bytes },
+      target: { text: 'report the ratio', met: undefined }, extra: { tableBytes: table.bytes, copy: common.extra.copy, backstop: resources },
     },
   ];
 }

@@ -13,7 +13,7 @@ import type { ScenarioContext } from '../context.js';
 import { BENCH_DATABASE, type BenchTable } from '../dataset.js';
 import { sideBySide, type Contender } from '../measure.js';
 import type { ScenarioResult } from '../results.js';
-import { measuredRss, processContender } from './capture.js';
+import { newRunStats, processContender, resourceSummary } from '../contenders.js';
 
 const ANCHOR_DATABASE = 'bench_pg_restore';
 
@@ -54,25 +54,27 @@ export async function restore(context: ScenarioContext, table: BenchTable): Prom
   }
 
   const restoredName = `${table.name}_restored`;
-  const rss: number[] = [];
+  const stats = { backstop: newRunStats(), pgRestore: newRunStats() };
   const contenders: Contender[] = [
-    {
-      ...processContender('pg_restore', () => pgRestore(server, ANCHOR_DATABASE, dumpFile), [], () => dropDatabase(server, ANCHOR_DATABASE)),
+    processContender(server, 'pg_restore', () => pgRestore(server, ANCHOR_DATABASE, dumpFile), stats.pgRestore, {
       prepare: () => recreateDatabase(server, ANCHOR_DATABASE),
-    },
+      cleanup: () => dropDatabase(server, ANCHOR_DATABASE),
+    }),
   ];
   if (!unavailable && snapshot) {
     const source = snapshot;
-    contenders.unshift({
-      ...processContender('backstop restore', () => cli.restore(db, source.storageDir, source.snapshotId, table.name, restoredName), rss, () => dropTable(db, restoredName)),
-      prepare: () => dropTable(db, restoredName),
-    });
+    contenders.unshift(
+      processContender(server, 'backstop restore', () => cli.restore(db, source.storageDir, source.snapshotId, table.name, restoredName), stats.backstop, {
+        prepare: () => dropTable(db, restoredName),
+        cleanup: () => dropTable(db, restoredName),
+      }),
+    );
   }
   log(`restore ${table.name}: ${contenders.map((c) => c.name).join(' | ')}`);
   const summaries = await sideBySide(contenders, { warmup: options.warmup, runs: options.runs, log });
   const anchor = { label: 'pg_restore into a fresh database', unit: 'ms' as const, summary: summaries.get('pg_restore')! };
   if (unavailable) {
-    return [{ scenario: 'restore', id, title, size: table.size, status: 'partial', reason: unavailable, anchor, target: { text: '≤ 1.0× pg_restore', met: undefined } }];
+    return [{ scenario: 'restore', id, title, size: table.size, status: 'partial', reason: unavailable, anchor, target: { text: '≤ 1.0× pg_restore', met: undefined }, extra: { pgRestore: resourceSummary(stats.pgRestore, options.warmup) } }];
   }
   const restored = summaries.get('backstop restore')!;
   const ratio = restored.median / anchor.summary.median;
@@ -81,6 +83,6 @@ export async function restore(context: ScenarioContext, table: BenchTable): Prom
     backstop: { label: 'backstop restore --into (verified)', unit: 'ms', summary: restored },
     anchor, ratio,
     target: { text: '≤ 1.0× pg_restore', met: ratio <= 1.0 },
-    extra: { peakRssMb: measuredRss(rss, options.warmup), snapshotId: snapshot!.snapshotId },
+    extra: { peakRssMb: resourceSummary(stats.backstop, options.warmup).peakRssMb, backstop: resourceSummary(stats.backstop, options.warmup), pgRestore: resourceSummary(stats.pgRestore, options.warmup), snapshotId: snapshot!.snapshotId },
   }];
 }
