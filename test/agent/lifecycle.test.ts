@@ -60,6 +60,29 @@ describe('backstop agent process', () => {
     expect(missingDecision).toMatchObject({ status: 'denied' });
     expect(missingDecision.reason).toContain('"No Such" does not exist');
 
+    // Text that is not SQL: denied with the parser's message.
+    const { rows: [garbled] } = await client.query(`SELECT backstop.request($$DROP TABLEE watched$$) AS id`);
+    const garbledDecision = await waitUntil(async () => {
+      const { rows } = await client.query(`SELECT status, reason FROM backstop.requests WHERE id = $1 AND status NOT IN ('pending', 'capturing')`, [garbled.id]);
+      return rows[0];
+    }, 60_000, 'a decision on unparseable text');
+    expect(garbledDecision.status).toBe('denied');
+    expect(garbledDecision.reason).toContain('could not be parsed');
+
+    // Filed from a transaction that already locks the table exclusively: no before-image is
+    // possible, and the reason says what to do instead.
+    const locker = await db.client();
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE public.watched IN ACCESS EXCLUSIVE MODE');
+    const { rows: [locked] } = await locker.query(`SELECT backstop.request($$DROP TABLE public.watched$$) AS id`);
+    const lockedDecision = await waitUntil(async () => {
+      const { rows } = await client.query(`SELECT status, reason FROM backstop.requests WHERE id = $1 AND status NOT IN ('pending', 'capturing')`, [locked.id]);
+      return rows[0];
+    }, 60_000, 'a decision on a locked table');
+    await locker.query('ROLLBACK');
+    expect(lockedDecision.status).toBe('denied');
+    expect(lockedDecision.reason).toContain('the requesting transaction holds an exclusive lock on public.watched');
+
     // Its LISTEN and leader connections are killed: it notices, reconnects, leads again, answers.
     await client.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name IN ('backstop agent listener', 'backstop agent leader')`);
     await agent.waitForLog((line) => line.msg === 'listener reconnected', 60_000, 'the listener to reconnect');
