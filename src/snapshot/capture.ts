@@ -153,7 +153,10 @@ interface ScanResult {
   unrepresentable: boolean[];
 }
 
-/** One pass over the rows: content hash, row widths, and columns with values native types cannot hold. */
+/**
+ * One pass over the rows: content hash, row widths, and columns with values native types cannot
+ * hold. OFFSET 0 keeps the subquery from being flattened, so t::text is computed once per row.
+ */
 async function scanRows(client: pg.ClientBase, from: string, checks: Array<string | null>): Promise<ScanResult> {
   const flags = checks.map((check, index) => (check ? `, pg_catalog.bool_or(r.check_${index}) AS flag_${index}` : '')).join('');
   const inner = checks.map((check, index) => (check ? `, (${check}) AS check_${index}` : '')).join('');
@@ -163,7 +166,7 @@ async function scanRows(client: pg.ClientBase, from: string, checks: Array<strin
             COALESCE(pg_catalog.max(pg_catalog.octet_length(r.row_text)), 0)::bigint::text AS max_row_bytes,
             COALESCE(pg_catalog.sum(pg_catalog.octet_length(r.row_text)), 0)::bigint::text AS total_row_bytes
             ${flags}
-       FROM (SELECT t::text AS row_text ${inner} FROM ${from} AS t) AS r`,
+       FROM (SELECT t::text AS row_text ${inner} FROM ${from} AS t OFFSET 0) AS r`,
   );
   const row = rows[0]!;
   return {
