@@ -13,7 +13,7 @@ import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { clientConfig, type DatabaseTarget } from '../db/connection.js';
-import { describeError } from '../errors/index.js';
+import { DatabaseError, PrivilegeError, describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Storage } from '../storage/storage.js';
 import { findRequest, orphanedRequests, pendingRequests, type RequestRow } from '../decision/agent-api.js';
@@ -145,9 +145,40 @@ export class Agent {
     return this.listener.listening;
   }
 
+  /**
+   * Fail fast, with what to do, when the database cannot be used at all: not reachable, Backstop
+   * not installed, or this role not allowed to act as an agent. (Later outages are survived.)
+   */
+  private async checkDatabase(): Promise<void> {
+    const where = this.options.target.description;
+    type Check = { installed: boolean; role: string; allowed: boolean | null };
+    let row: Check | undefined;
+    try {
+      ({ rows: [row] } = await this.pool.query<Check>(
+        `SELECT to_regclass('backstop.request_log') IS NOT NULL AS installed, current_user AS role,
+                CASE WHEN to_regprocedure('backstop.agent_claim(bigint, text)') IS NULL THEN NULL
+                     ELSE has_function_privilege('backstop.agent_claim(bigint, text)', 'EXECUTE') END AS allowed`,
+      ));
+    } catch (error) {
+      throw new DatabaseError(`cannot reach ${where}: ${describeError(error)}`, {
+        cause: error,
+        hint: 'check --db (or DATABASE_URL / PGHOST) and that the server is running; under systemd, Restart=on-failure retries',
+      });
+    }
+    if (!row?.installed || row.allowed === null) {
+      throw new DatabaseError(`Backstop is not installed in ${where}`, { hint: `run: backstop install --db <url of that database> (as a superuser), then start the agent again` });
+    }
+    if (!row.allowed) {
+      throw new PrivilegeError(`role ${row.role} may not act as the Backstop agent in ${where}`, {
+        hint: `as a superuser run: GRANT backstop_agent TO ${row.role};`,
+      });
+    }
+  }
+
   /** Start everything; resolves once the HTTP API (if any) listens. */
   async start(work: AgentWork): Promise<void> {
     this.work = work;
+    await this.checkDatabase();
     await loadParser();
     this.pipeline = new RequestPipeline({
       db: this.pool,

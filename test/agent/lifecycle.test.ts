@@ -1,8 +1,9 @@
 /** The real agent process: start, heartbeat, leadership, answering a request, clean shutdown. */
-import type pg from 'pg';
+import { spawn } from 'node:child_process';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { startAgent, tempDir, waitUntil, type AgentProcess } from '../support/agent-process.js';
+import { createTestDatabase, serverInfo, type TestDatabase } from '../support/database.js';
+import { BACKSTOP_BIN, startAgent, tempDir, waitUntil, type AgentProcess } from '../support/agent-process.js';
 
 describe('backstop agent process', () => {
   let db: TestDatabase;
@@ -109,5 +110,43 @@ describe('backstop agent process', () => {
     expect(exit.code).toBe(0);
     expect(agent.lines.some((line) => line.msg === 'agent stopped')).toBe(true);
     agent = undefined;
+  });
+});
+
+describe('backstop agent start-up checks', () => {
+  let db: TestDatabase;
+  const role = `plain_${Math.random().toString(16).slice(2, 10)}`;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const client = await db.client();
+    await client.query(`CREATE ROLE ${role} LOGIN`);
+  });
+  afterAll(async () => {
+    await db?.drop();
+    const admin = new pg.Client({ connectionString: serverInfo().adminUrl });
+    await admin.connect();
+    await admin.query(`DROP ROLE IF EXISTS ${role}`).catch(() => {});
+    await admin.end();
+  });
+
+  async function failedStart(url: string): Promise<{ code: number | null; stderr: string }> {
+    const child = spawn(process.execPath, [BACKSTOP_BIN, 'agent', '--db', url, '--storage', await tempDir('backstop-storage-'), '--state', `${await tempDir('backstop-state-')}/a.sqlite`, '--http', 'off'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    return { code, stderr };
+  }
+
+  it('exits with a hint when Backstop is not installed or the role is not an agent', async () => {
+    const bare = `${serverInfo().adminUrl}`;
+    const notInstalled = await failedStart(bare);
+    expect(notInstalled.code).toBe(1);
+    expect(notInstalled.stderr).toContain('Backstop is not installed');
+    expect(notInstalled.stderr).toContain('backstop install');
+
+    const notAgent = await failedStart(db.urlAs(role));
+    expect(notAgent.code).toBe(1);
+    expect(notAgent.stderr).toContain(`role ${role} may not act as the Backstop agent`);
+    expect(notAgent.stderr).toContain(`GRANT backstop_agent TO ${role}`);
   });
 });
