@@ -285,6 +285,7 @@ AS $fn$
 $fn$;
 COMMENT ON FUNCTION backstop.normalize_statement(text) IS 'How Backstop compares statements: trimmed, whitespace collapsed, trailing semicolons dropped';
 
+-- The settings row.
 CREATE FUNCTION backstop._settings() RETURNS backstop.settings
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, backstop, pg_temp
@@ -302,6 +303,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, backstop, pg_temp
 AS $$ SELECT pg_has_role(session_user, 'backstop_approver', 'MEMBER') $$;
 
+-- Is session_user the agent's role (a member of backstop_agent)?
 CREATE FUNCTION backstop._is_agent() RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, backstop, pg_temp
@@ -540,6 +542,7 @@ BEGIN
 END
 $fn$;
 
+-- backstop.request() behind its wrapper: file the request (committed at once when dblink is there).
 CREATE FUNCTION backstop._request(statement text, caller_search_path text) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, backstop, pg_temp
@@ -1002,11 +1005,13 @@ BEGIN
 END
 $fn$;
 
+-- A snapshot was pruned from storage: take it out of the catalog.
 CREATE FUNCTION backstop.agent_forget_snapshot(snapshot_id text) RETURNS void
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, backstop, pg_temp
 AS $$ DELETE FROM backstop.snapshot_catalog s WHERE s.snapshot_id = agent_forget_snapshot.snapshot_id $$;
 
+-- Something got around the guard (e.g. a table vanished without a consumed request).
 CREATE FUNCTION backstop.agent_record_alert(kind text, schema_name text, table_name text, detail text) RETURNS bigint
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, backstop, pg_temp
@@ -1033,6 +1038,7 @@ BEGIN
 END
 $fn$;
 
+-- An on-demand snapshot asked for with backstop.snapshot() is done (or failed with error).
 CREATE FUNCTION backstop.agent_finish_snapshot_request(id bigint, snapshot_id text, error text) RETURNS void
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, backstop, pg_temp

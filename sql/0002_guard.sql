@@ -164,6 +164,7 @@ CREATE TABLE backstop.created_tables (
 );
 COMMENT ON TABLE backstop.created_tables IS 'Backstop internal: tables created by transactions in progress';
 
+-- Did the running transaction create this table?
 CREATE FUNCTION backstop._created_in_this_transaction(relid oid) RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, backstop, pg_temp
@@ -426,6 +427,7 @@ $fn$;
 -- ddl_command_start: pause DROP TABLE / DROP SCHEMA / ALTER TABLE that lose data
 -------------------------------------------------------------------------------------------------
 
+-- Pause a DROP TABLE / DROP SCHEMA / ALTER TABLE that loses data until it is approved.
 CREATE FUNCTION backstop._guard_statement(tag text, caller_search_path text) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, backstop, pg_temp
@@ -468,6 +470,7 @@ COMMENT ON FUNCTION backstop.guard_statement() IS 'Backstop: pauses DROP TABLE /
 -- sql_drop and table_rewrite: the authoritative checks
 -------------------------------------------------------------------------------------------------
 
+-- Is session_user a superuser? (Superusers may switch Backstop's triggers off.)
 CREATE FUNCTION backstop._is_superuser() RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, backstop, pg_temp
