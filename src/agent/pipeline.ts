@@ -87,8 +87,18 @@ export class RequestPipeline {
       throw error;
     }
     this.options.metrics?.decisions.inc({ outcome: status });
-    this.options.metrics?.decisionLatency.observe((Date.now() - new Date(request.created_at).getTime()) / 1000);
-    log.info('request decided', { status, reason: outcome.reason ?? undefined, snapshots: outcome.snapshotIds });
+    // Measured on the server's clock (filed and decided both stamped there): no clock skew.
+    const { rows: [timing] } = await db.query<{ seconds: number | null }>(
+      `SELECT extract(epoch FROM decided_at - created_at)::float8 AS seconds FROM backstop.requests WHERE id = $1::bigint`,
+      [request.id],
+    );
+    if (timing?.seconds != null) this.options.metrics?.decisionLatency.observe(timing.seconds);
+    log.info('request decided', {
+      status,
+      reason: outcome.reason ?? undefined,
+      snapshots: outcome.snapshotIds,
+      latency_ms: timing?.seconds != null ? Math.round(timing.seconds * 1000) : undefined,
+    });
     return true;
   }
 
