@@ -76,6 +76,24 @@ describe('database restart', () => {
     agent = undefined;
   });
 
+  it('replaces a LISTEN connection that stopped answering (a frozen server process) within seconds', async () => {
+    agent = await startAgent({ db: url, storage: await tempDir('backstop-storage-') });
+    const [listener] = await query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE application_name = 'backstop agent listener'`);
+    // SIGSTOP: the socket stays open but nothing answers, as with a black-holed network.
+    process.kill(listener!.pid, 'SIGSTOP');
+    try {
+      const lost = await agent.waitForLog((line) => line.msg === 'listener lost its connection; reconnecting', 60_000, 'the frozen listener to be noticed');
+      expect(String(lost.error)).toContain('no answer from the server');
+      await agent.waitForLog((line) => line.msg === 'listener reconnected', 60_000, 'a new listener connection');
+    } finally {
+      process.kill(listener!.pid, 'SIGCONT');
+    }
+    const [filed] = await query<{ id: string }>(`SELECT backstop.request($$DROP TABLE after_freeze$$)::text AS id`);
+    expect((await waitForStatus(await connected(), filed!.id, ['denied'])).reason).toContain('after_freeze does not exist');
+    expect((await agent.stop('SIGTERM')).code).toBe(0);
+    agent = undefined;
+  });
+
   const clients: pg.Client[] = [];
   async function connected(): Promise<pg.Client> {
     const client = new pg.Client({ connectionString: url });
