@@ -65,6 +65,8 @@ export async function loadRows(options: LoadOptions): Promise<number> {
           yield chunk.text;
         }
       })(),
+      // A chunk can be megabytes (2048 wide rows): keep at most two ahead of COPY.
+      { highWaterMark: 2 },
     );
     await pipeline(lines, client.query(copyStreams.from(copyStatement(table, columns, options.freeze))));
   } finally {
