@@ -282,12 +282,13 @@ export class Agent {
       if (this.inFlight.has(request.id)) continue;
       this.dispatch(request, false);
     }
+    // Expire before resuming: a request left capturing whose requester is gone is not worth a capture.
+    await expireAbandonedRequests(this.pool, { agentId: this.agentId, inFlight: new Set(this.inFlight.keys()), logger: this.logger, metrics: this.metrics });
     for (const request of await orphanedRequests(this.pool, this.agentId)) {
       if (this.stopping.signal.aborted || !this.leaderElection.leader) return;
       if (this.inFlight.has(request.id)) continue;
       this.dispatch(request, true);
     }
-    await expireAbandonedRequests(this.pool, { agentId: this.agentId, inFlight: new Set(this.inFlight.keys()), logger: this.logger, metrics: this.metrics });
     // Exports and on-demand snapshots may take long: they run beside the sweeps, one at a time
     // each, so a big capture never delays the answer to a waiting DROP.
     if (this.work?.exportTruncateImages) this.runInBackground('truncate-export', (s) => this.work!.exportTruncateImages!(s), signal);
