@@ -117,6 +117,7 @@ describe('backstop install / uninstall', () => {
     expect((await backstopObjects(client)).truncate_guards).toBeGreaterThanOrEqual(2);
     const result = await cli(['uninstall', '--db', db.url]);
     expect(result.code).toBe(0);
+    expect(result.stdout + result.stderr).toMatch(/left in place/);
     expect(await backstopObjects(client)).toEqual({ schemas: 0, event_triggers: 0, event_triggers_always: 0, truncate_guards: 0, functions: 0 });
     expect((await client.query('SELECT count(*)::int AS n FROM app.users')).rows[0].n).toBe(10);
     expect((await client.query(`SELECT id FROM "Mixed ""Case"""`)).rows).toEqual([{ id: 7 }]);

@@ -38,7 +38,9 @@ export function registerInstallCommands(program: Command): void {
       const client = await connect(target);
       try {
         await uninstall(client);
-        createLogger().info(`removed Backstop from ${target.description}`);
+        createLogger().info(`removed Backstop from ${target.description}; user tables and data are untouched`, {
+          roles: 'backstop_agent and backstop_approver are cluster-wide and were left in place: DROP ROLE them when no database uses Backstop',
+        });
       } finally {
         await client.end();
       }
