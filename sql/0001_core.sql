@@ -158,7 +158,11 @@ CREATE TABLE backstop.snapshot_catalog (
   label       text,
   location    text,
   manifest    jsonb NOT NULL,
-  recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()
+  recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  -- Background snapshots are taken only when a table changes. When a poll finds the table's
+  -- change counters and columns as they were at this snapshot, the agent records the time here:
+  -- the snapshot still matches the table as of then.
+  confirmed_at timestamptz
 );
 CREATE INDEX snapshot_catalog_table_idx ON backstop.snapshot_catalog (schema_name, table_name, created_at DESC);
 COMMENT ON TABLE backstop.snapshot_catalog IS 'Backstop snapshots recorded by the agent (base table); read backstop.snapshots';
@@ -245,7 +249,8 @@ WITH tables AS (
 ), heartbeat AS (
   SELECT min(clock_timestamp() - last_seen) AS age FROM backstop.agent_heartbeats
 ), latest AS (
-  SELECT DISTINCT ON (schema_name, table_name) schema_name, table_name, snapshot_id, created_at, verified
+  SELECT DISTINCT ON (schema_name, table_name) schema_name, table_name, snapshot_id, created_at, verified,
+         greatest(created_at, confirmed_at) AS current_as_of
     FROM backstop.snapshot_catalog
    ORDER BY schema_name, table_name, created_at DESC
 )
@@ -256,7 +261,8 @@ SELECT t.schema_name, t.table_name, t.relid,
        coalesce(l.verified, false) AS checksum_verified,
        h.age AS heartbeat_age,
        check_result.failing_check IS NULL AS ready,
-       check_result.failing_check
+       check_result.failing_check,
+       l.current_as_of
   FROM tables t
   CROSS JOIN heartbeat h
   CROSS JOIN backstop.settings s
@@ -266,11 +272,13 @@ SELECT t.schema_name, t.table_name, t.relid,
              WHEN h.age IS NULL THEN 'no agent has ever sent a heartbeat'
              WHEN h.age > s.max_heartbeat_age THEN format('agent heartbeat is %s old (max %s)', date_trunc('second', h.age), s.max_heartbeat_age)
              WHEN l.snapshot_id IS NULL THEN 'no snapshot yet'
-             WHEN clock_timestamp() - l.created_at > s.max_snapshot_age THEN format('latest snapshot is %s old (max %s)', date_trunc('second', clock_timestamp() - l.created_at), s.max_snapshot_age)
+             WHEN clock_timestamp() - l.current_as_of > s.max_snapshot_age
+               THEN format('latest snapshot is %s old and the table was not confirmed unchanged since (max %s)',
+                           date_trunc('second', clock_timestamp() - l.created_at), s.max_snapshot_age)
              WHEN NOT l.verified THEN 'latest snapshot checksum not verified'
            END AS failing_check
   ) check_result;
-COMMENT ON VIEW backstop.readiness IS 'Per table: latest snapshot, its age, agent heartbeat, ready yes/no and the failing check';
+COMMENT ON VIEW backstop.readiness IS 'Per table: latest snapshot, its age, agent heartbeat, ready yes/no and the failing check; current_as_of: when the snapshot was last known to match the table';
 
 -------------------------------------------------------------------------------------------------
 -- Small helpers (internal unless granted at the end of this file)
@@ -1006,6 +1014,32 @@ END
 $fn$;
 
 -- A snapshot was pruned from storage: take it out of the catalog.
+-- A poll found these tables unchanged since their last capture (same change counters, same
+-- columns): their latest snapshot still matches them as of observed_at, so readiness does not
+-- age it out. Returns how many snapshots were confirmed.
+CREATE FUNCTION backstop.agent_confirm_unchanged(relids oid[], observed_at timestamptz) RETURNS integer
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  WITH tables AS (
+    SELECT n.nspname::text AS schema_name, c.relname::text AS table_name
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = ANY (agent_confirm_unchanged.relids)
+  ), latest AS (
+    SELECT DISTINCT ON (s.schema_name, s.table_name) s.snapshot_id
+      FROM backstop.snapshot_catalog s JOIN tables t USING (schema_name, table_name)
+     WHERE s.created_at <= agent_confirm_unchanged.observed_at
+     ORDER BY s.schema_name, s.table_name, s.created_at DESC
+  ), confirmed AS (
+    UPDATE backstop.snapshot_catalog s
+       SET confirmed_at = greatest(s.confirmed_at, agent_confirm_unchanged.observed_at)
+      FROM latest l WHERE s.snapshot_id = l.snapshot_id
+    RETURNING 1
+  )
+  SELECT count(*)::integer FROM confirmed
+$fn$;
+COMMENT ON FUNCTION backstop.agent_confirm_unchanged(oid[], timestamptz) IS 'Agent: these tables are unchanged since their latest snapshot (keeps readiness fresh without re-capturing)';
+
 CREATE FUNCTION backstop.agent_forget_snapshot(snapshot_id text) RETURNS void
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, backstop, pg_temp
@@ -1075,6 +1109,7 @@ GRANT EXECUTE ON FUNCTION backstop.agent_heartbeat(text, jsonb), backstop.agent_
                           backstop.agent_decide(bigint, text, text, text, text[]),
                           backstop.agent_expire(bigint, text), backstop.agent_record_snapshot(jsonb),
                           backstop.agent_forget_snapshot(text),
+                          backstop.agent_confirm_unchanged(oid[], timestamptz),
                           backstop.agent_record_alert(text, text, text, text),
                           backstop.agent_drop_truncate_image(bigint, oid),
                           backstop.agent_finish_snapshot_request(bigint, text, text)

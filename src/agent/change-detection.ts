@@ -119,6 +119,8 @@ export interface CapturePlan {
   captures: PlannedCapture[];
   /** Tables unchanged since their last successful capture. */
   unchanged: number;
+  /** Their OIDs: their latest snapshots still match them (see backstop.agent_confirm_unchanged). */
+  unchangedRelids: number[];
   /** Tables that failed before and whose next attempt is not due yet. */
   waitingForRetry: number;
 }
@@ -149,7 +151,7 @@ export function planCaptures(
   retries: ReadonlyMap<number, RetryState>,
   options: PlanOptions,
 ): CapturePlan {
-  const plan: CapturePlan = { captures: [], unchanged: 0, waitingForRetry: 0 };
+  const plan: CapturePlan = { captures: [], unchanged: 0, unchangedRelids: [], waitingForRetry: 0 };
   for (const table of observed) {
     const retry = retries.get(table.relid);
     if (retry) {
@@ -172,7 +174,10 @@ export function planCaptures(
     if (change) plan.captures.push({ table, reason: change });
     else if (options.refreshAfterMs !== undefined && (known?.capturedAt?.getTime() ?? 0) < options.now.getTime() - options.refreshAfterMs) {
       plan.captures.push({ table, reason: 'refresh' });
-    } else plan.unchanged += 1;
+    } else {
+      plan.unchanged += 1;
+      plan.unchangedRelids.push(table.relid);
+    }
   }
   return plan;
 }

@@ -272,6 +272,7 @@ export class SnapshotScheduler {
     report.waitingForRetry = plan.waitingForRetry;
 
     await forEachLimited(this.limiter, plan.captures, (planned) => this.captureOne(planned, report));
+    await this.confirmUnchanged(plan.unchangedRelids, observation.observedAt);
     this.pollsDone += 1;
     report.durationMs = performance.now() - started;
     this.lastReport = report;
@@ -287,6 +288,20 @@ export class SnapshotScheduler {
       ms: Math.round(report.durationMs),
     });
     return report;
+  }
+
+  /**
+   * Unchanged tables are not captured again, but their latest snapshot still matches them: say so
+   * in the database (one statement for all of them), so backstop.readiness does not report a
+   * table as stale only because nothing happened to it.
+   */
+  private async confirmUnchanged(relids: number[], observedAt: Date): Promise<void> {
+    if (relids.length === 0) return;
+    try {
+      await this.context.pool.query('SELECT backstop.agent_confirm_unchanged($1::oid[], $2)', [relids, observedAt]);
+    } catch (error) {
+      this.context.logger.warn('could not confirm unchanged tables in backstop.snapshot_catalog', { error: describeError(error), tables: relids.length });
+    }
   }
 
   private async captureOne(planned: PlannedCapture, report: PollReport): Promise<void> {

@@ -37,7 +37,7 @@ describe('catalog views and the rest of the agent API', () => {
     expect(rows).toEqual([{ snapshot_id: 'snap-1', schema_name: 'Sales', table_name: 'Orders', row_count: 3, checksum: 'abc', verified: true, source: 'sidecar', location: manifest.location }]);
 
     await f.admin.query(`UPDATE backstop.settings SET max_snapshot_age = '1 ms'`);
-    expect((await readiness()).failing_check).toMatch(/latest snapshot is .* old \(max 00:00:00.001\)/);
+    expect((await readiness()).failing_check).toMatch(/latest snapshot is .* old and the table was not confirmed unchanged since \(max 00:00:00.001\)/);
     await f.admin.query(`UPDATE backstop.settings SET max_snapshot_age = '300 s'`);
     await f.agent.client.query(`SELECT backstop.agent_forget_snapshot('snap-1')`);
     expect((await readiness()).failing_check).toBe('no snapshot yet');

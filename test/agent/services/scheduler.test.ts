@@ -140,6 +140,31 @@ describe('continuous snapshots', () => {
     expect(second).toMatchObject({ tablesSeen: 4, captured: 0, skippedUnchanged: 4 });
   });
 
+  it('keeps an unchanged table ready: a poll confirms its old snapshot still matches it', async () => {
+    const { scheduler } = newScheduler();
+    await scheduler.pollOnce();
+    // Age every app snapshot past max_snapshot_age, as if the last capture was long ago.
+    await admin.query(`UPDATE backstop.snapshot_catalog SET created_at = created_at - interval '1 hour', confirmed_at = NULL WHERE schema_name = 'app'`);
+    const stale = await admin.query(`SELECT ready, failing_check FROM backstop.readiness WHERE schema_name = 'app' AND table_name = 'users'`);
+    expect(stale.rows[0]).toMatchObject({ ready: false, failing_check: expect.stringContaining('not confirmed unchanged') });
+
+    await admin.query(`INSERT INTO app."Odd ""Name"" é" VALUES (2, '{}')`);
+    await flush();
+    const report = await scheduler.pollOnce();
+    expect(report).toMatchObject({ captured: 1 });
+    const { rows } = await admin.query(
+      `SELECT table_name, ready, snapshot_age > interval '50 minutes' AS old, current_as_of >= now() - interval '1 minute' AS current
+         FROM backstop.readiness WHERE schema_name = 'app' ORDER BY table_name`,
+    );
+    // The changed table got a new snapshot; the unchanged ones kept their old one and are ready.
+    expect(rows.map((r) => [r.table_name, r.ready, r.old, r.current])).toEqual([
+      ['Odd "Name" é', true, false, true],
+      ['events', true, true, true],
+      ['events_2025', true, true, true],
+      ['users', true, true, true],
+    ]);
+  });
+
   it('captures exactly the tables changed by insert, update, delete and DDL, and new tables', async () => {
     const { scheduler } = newScheduler();
     await scheduler.pollOnce();
