@@ -15,8 +15,11 @@ import { parseStatement, StatementParseError, type ParsedStatement } from '../re
 import { qualifiedTarget, resolveTargets, type Queryable, type ResolvedTarget } from '../request/targets.js';
 
 export interface BeforeImageCapturer {
-  /** Capture one target as a before-image of `requestId`; throws with a reason on failure. */
-  capture(target: ResolvedTarget, requestId: string, signal: AbortSignal): Promise<TargetSnapshot>;
+  /**
+   * Capture one target as a before-image of `request`; throws with a reason on failure (a lock
+   * held by the requesting session itself is named as such).
+   */
+  capture(target: ResolvedTarget, request: { id: string; requesterPid: number | null; commandTag: string | null }, signal: AbortSignal): Promise<TargetSnapshot>;
 }
 
 export interface PipelineOptions {
@@ -149,7 +152,8 @@ export class RequestPipeline {
 
     const captured = await boundedAll(toCapture, this.options.concurrency, async (target) => {
       try {
-        return { target, snapshot: await this.options.capturer.capture(target, request.id, signal) };
+        const about = { id: request.id, requesterPid: request.requester_pid, commandTag: request.command_tag };
+        return { target, snapshot: await this.options.capturer.capture(target, about, signal) };
       } catch (error) {
         return { target, error: describeError(error) };
       }

@@ -17,8 +17,15 @@ import type { Manifest } from '../snapshot/manifest.js';
 import { verifyStoredChecksum } from '../gate/checksum.js';
 import type { Storage } from '../storage/storage.js';
 import { exclusiveLocks, isLockTimeout } from './locks.js';
+import { lockedByRequesterReason } from '../decision/reasons.js';
 
 export const CAPTURE_LOCK_TIMEOUT_MS = 15_000;
+
+interface RequestInfo {
+  id: string;
+  requesterPid: number | null;
+  commandTag: string | null;
+}
 
 /** A pool for captures: every session gets lock_timeout so a lock wait ends with a reason. */
 export function createCapturePool(target: DatabaseTarget, max: number, applicationName: string): pg.Pool {
@@ -74,11 +81,12 @@ export class BeforeImages implements BeforeImageCapturer {
     this.slots = new CaptureSlots(options.concurrency);
   }
 
-  capture(target: ResolvedTarget, requestId: string, signal: AbortSignal): Promise<TargetSnapshot> {
-    return this.slots.run(() => this.captureNow(target, requestId, signal));
+  capture(target: ResolvedTarget, request: RequestInfo, signal: AbortSignal): Promise<TargetSnapshot> {
+    return this.slots.run(() => this.captureNow(target, request, signal));
   }
 
-  private async captureNow(target: ResolvedTarget, requestId: string, signal: AbortSignal): Promise<TargetSnapshot> {
+  private async captureNow(target: ResolvedTarget, request: RequestInfo, signal: AbortSignal): Promise<TargetSnapshot> {
+    const requestId = request.id;
     const { pool, storage, logger } = this.options;
     const started = performance.now();
     let manifest: Manifest;
@@ -97,6 +105,9 @@ export class BeforeImages implements BeforeImageCapturer {
       this.options.observe?.({ seconds: (performance.now() - started) / 1000, failed: !signal.aborted });
       if (isLockTimeout(error)) {
         const holders = await exclusiveLocks(pool, [target.oid]).catch(() => []);
+        if (request.requesterPid !== null && holders.some((holder) => holder.pid === request.requesterPid)) {
+          throw new SnapshotError(lockedByRequesterReason(qualifiedTarget(target), request.commandTag), { cause: error });
+        }
         const who = holders.length > 0 ? `session pid ${holders.map((h) => h.pid).join(', ')}` : 'another session';
         throw new SnapshotError(`${qualifiedTarget(target)} is locked by ${who} (waited ${CAPTURE_LOCK_TIMEOUT_MS / 1000} s); run the statement again once that transaction has ended`, { cause: error });
       }

@@ -57,8 +57,7 @@ describe.skipIf(serverInfo().major !== 17)('embedded defaults', () => {
     // Killed without a chance to stop its server: the next start finds it running and uses it;
     // the dropped demo table is not brought back.
     const killed = await startAgent({ cwd, env: withoutDatabaseEnvironment(), args: ['--interval', '1h'], timeoutMs: 240_000 });
-    killed.child.kill('SIGKILL');
-    await killed.exited;
+    await killed.stop('SIGKILL');
     agent = await startAgent({ cwd, env: withoutDatabaseEnvironment(), args: ['--interval', '1h'], timeoutMs: 240_000 });
     expect(agent.lines.some((line) => line.msg.startsWith('the embedded PostgreSQL is already running'))).toBe(true);
     const again = new pg.Client({ connectionString: String(agent.lines.find((line) => line.msg === 'embedded PostgreSQL running')!.url) });

@@ -42,8 +42,7 @@ describe('leader election', () => {
     const { rows: [before] } = await client.query(`SELECT backstop.request($$DROP TABLE missing_one$$) AS id`);
     expect((await waitForStatus(client, before.id, ['denied'])).decided_by).toBe('first');
 
-    first.child.kill('SIGKILL');
-    await first.exited;
+    await first.stop('SIGKILL');
     await second.waitForLog((line) => line.msg === 'this agent is the leader', 60_000, 'the standby to take over');
 
     const { rows: [after] } = await client.query(`SELECT backstop.request($$DROP TABLE missing_two$$) AS id`);

@@ -92,6 +92,18 @@ describe('guarded statement kinds through the real agent', () => {
     expect(await findManifest(storage, request.snapshot_ids[0]!)).toMatchObject({ table: 'events', row_count: 400 });
   });
 
+  it('a table another session keeps locked is denied after the capture lock_timeout, naming the holder', async () => {
+    await admin.query(`CREATE TABLE public.busy (id int); INSERT INTO public.busy VALUES (1)`);
+    const locker = await db.client();
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE public.busy IN ACCESS EXCLUSIVE MODE');
+    const { rows: [{ pid }] } = await locker.query('SELECT pg_backend_pid() AS pid');
+    const { rows: [filed] } = await admin.query(`SELECT backstop.request($$DROP TABLE public.busy$$)::text AS id`);
+    const denied = await waitForStatus(admin, filed.id, ['denied'], 120_000);
+    await locker.query('ROLLBACK');
+    expect(denied.reason).toContain(`public.busy is locked by session pid ${pid}`);
+  });
+
   it('a multi-statement string is one request covering every statement', async () => {
     const requester = await db.client();
     expect(await settle(requester.query('DROP TABLE public.first_half; DROP TABLE public.second_half;'))).toEqual({ ok: true });

@@ -114,8 +114,11 @@ export async function startAgent(options: AgentProcessOptions = {}): Promise<Age
     });
   });
   let exitedNow = false;
-  void exited.then(() => {
+  let stopRequested = false;
+  void exited.then(({ code, signal }) => {
     exitedNow = true;
+    // A crash would otherwise only show up as a timeout somewhere else: say so, with the log.
+    if (!stopRequested) console.error(`backstop agent (pid ${child.pid}) exited unexpectedly (code ${code}, signal ${signal}):\n${stderr.slice(-6000)}`);
   });
 
   const waitForLog = (match: (line: LogLine) => boolean, timeoutMs = 60_000, what = 'a log line'): Promise<LogLine> =>
@@ -153,6 +156,7 @@ export async function startAgent(options: AgentProcessOptions = {}): Promise<Age
     waitForLog,
     exited,
     async stop(signal = 'SIGTERM', timeoutMs = 60_000) {
+      stopRequested = true;
       if (!exitedNow) child.kill(signal);
       const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
       const result = await exited;
