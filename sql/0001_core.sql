@@ -437,6 +437,24 @@ BEGIN
 END
 $fn$;
 
+-- Run one statement returning one text value so that it commits at once and reads what is
+-- committed: through the loopback when dblink is there (independent of the caller's transaction
+-- and its snapshot), else in the caller's transaction (the fallback without dblink).
+CREATE FUNCTION backstop._committed_value(sql text) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+DECLARE
+  result text;
+BEGIN
+  IF backstop._dblink_schema() IS NOT NULL THEN
+    RETURN backstop._loopback_value(sql);
+  END IF;
+  EXECUTE sql INTO result;
+  RETURN result;
+END
+$fn$;
+
 -- Fail-closed gate: is some agent's heartbeat newer than max_heartbeat_age? Read through the
 -- loopback when there is one, so a long REPEATABLE READ snapshot cannot show an old heartbeat.
 CREATE FUNCTION backstop._agent_alive() RETURNS boolean
@@ -449,11 +467,7 @@ DECLARE
                      WHERE h.last_seen > clock_timestamp() - s.max_heartbeat_age)::text';
   alive text;
 BEGIN
-  IF backstop._dblink_schema() IS NOT NULL THEN
-    alive := backstop._loopback_value(check_sql);
-  ELSE
-    EXECUTE check_sql INTO alive;
-  END IF;
+  alive := backstop._committed_value(check_sql);
   RETURN alive::boolean;
 END
 $fn$;
@@ -522,11 +536,7 @@ DECLARE
     search_path, filed_ahead, expires_at);
   id text;
 BEGIN
-  IF backstop._dblink_schema() IS NOT NULL THEN
-    id := backstop._loopback_value(insert_sql);
-  ELSE
-    EXECUTE insert_sql INTO id;
-  END IF;
+  id := backstop._committed_value(insert_sql);
   RETURN id::bigint;
 END
 $fn$;
@@ -734,13 +744,8 @@ DECLARE
     'SELECT CASE WHEN EXISTS (SELECT FROM backstop.request_consumptions c WHERE c.request_id = r.id)
                  THEN ''consumed'' ELSE r.status END
        FROM backstop.request_log r WHERE r.id = %s', request_id);
-  status text;
 BEGIN
-  IF backstop._dblink_schema() IS NOT NULL THEN
-    RETURN backstop._loopback_value(status_sql);
-  END IF;
-  EXECUTE status_sql INTO status;
-  RETURN status;
+  RETURN backstop._committed_value(status_sql);
 END
 $fn$;
 
@@ -821,11 +826,7 @@ DECLARE
      SELECT count(*)::text FROM expired, LATERAL backstop._notify_decision(id, ''expired'')',
     reason, session_user, request_id);
 BEGIN
-  IF backstop._dblink_schema() IS NOT NULL THEN
-    PERFORM backstop._loopback_value(expire_sql);
-  ELSE
-    EXECUTE expire_sql;
-  END IF;
+  PERFORM backstop._committed_value(expire_sql);
 END
 $fn$;
 

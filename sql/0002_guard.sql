@@ -294,11 +294,7 @@ DECLARE
     session_user, normalized_statement);
   id text;
 BEGIN
-  IF backstop._dblink_schema() IS NOT NULL THEN
-    id := backstop._loopback_value(find_sql);
-  ELSE
-    EXECUTE find_sql INTO id;
-  END IF;
+  id := backstop._committed_value(find_sql);
   RETURN id::bigint;
 END
 $fn$;
@@ -315,11 +311,7 @@ DECLARE
   covered_sql text := format('SELECT covered_oids::text FROM backstop.request_log WHERE id = %s', request_id);
   covered text;
 BEGIN
-  IF backstop._dblink_schema() IS NOT NULL THEN
-    covered := backstop._loopback_value(covered_sql);
-  ELSE
-    EXECUTE covered_sql INTO covered;
-  END IF;
+  covered := backstop._committed_value(covered_sql);
   INSERT INTO backstop.request_consumptions (request_id, txid, pid, command_tag, normalized_statement, covered_oids)
   VALUES (request_id, txid_current(), pg_backend_pid(), command_tag, normalized_statement,
           coalesce(covered::oid[], '{}') || coalesce(also_covers, '{}'));

@@ -21,7 +21,8 @@ export interface ProgressOptions {
   intervalMs?: number;
 }
 
-function formatBytes(bytes: number): string {
+/** 1536 → "1.5 KB": sizes for people. */
+export function formatBytes(bytes: number): string {
   const units = ['B', 'KB', 'MB', 'GB', 'TB'];
   let value = bytes;
   let unit = 0;

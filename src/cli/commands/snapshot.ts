@@ -8,6 +8,7 @@ import { connect, resolveDatabase } from '../../db/connection.js';
 import { displayName, parseQualifiedName, quoteIdent, type QualifiedName } from '../../db/identifiers.js';
 import { ConfigError, NotFoundError } from '../../errors/index.js';
 import { createLogger } from '../../log/logger.js';
+import { formatBytes } from '../../log/progress.js';
 import { captureGroup, captureTable } from '../../snapshot/capture.js';
 import { listManifests } from '../../snapshot/list.js';
 import type { Manifest } from '../../snapshot/manifest.js';
@@ -97,16 +98,6 @@ function snapshotLine(manifest: Manifest): Record<string, unknown> {
   };
 }
 
-function formatBytes(bytes: number): string {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
-}
 
 function formatAge(createdAt: string, now = Date.now()): string {
   const seconds = Math.max(0, Math.round((now - Date.parse(createdAt)) / 1000));
