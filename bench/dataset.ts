@@ -26,7 +26,7 @@ export function tableName(size: RowSize): string {
   return size === '1m' ? 'bench_t' : `bench_t${size}`;
 }
 
-async function readGenerator(): Promise<string> {
+export async function readGenerator(): Promise<string> {
   if (!existsSync(GENERATOR_PATH)) {
     throw new Error(`benchmark generator not found at ${GENERATOR_PATH} (expected ../shared/bench/gen_1m.sql beside the repository)`);
   }
