@@ -42,8 +42,10 @@ describe('leader election', () => {
     const { rows: [before] } = await client.query(`SELECT backstop.request($$DROP TABLE missing_one$$) AS id`);
     expect((await waitForStatus(client, before.id, ['denied'])).decided_by).toBe('first');
 
+    const killedAt = Date.now();
     await first.stop('SIGKILL');
     await second.waitForLog((line) => line.msg === 'this agent is the leader', 60_000, 'the standby to take over');
+    console.log(`standby took over ${Date.now() - killedAt} ms after the leader was killed`);
 
     const { rows: [after] } = await client.query(`SELECT backstop.request($$DROP TABLE missing_two$$) AS id`);
     const decided = await waitForStatus(client, after.id, ['denied']);
