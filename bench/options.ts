@@ -28,6 +28,8 @@ export interface BenchOptions {
   noReport: boolean;
   /** Use dist/ as it is instead of building it first. */
   noBuild: boolean;
+  /** SQL run after every install() (to measure a proposed guard change). */
+  afterInstallSql: string | undefined;
 }
 
 export const USAGE = `usage: npm run bench -- [options]
@@ -40,6 +42,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --keep-server      leave the temp cluster running with its tables loaded; the next run reuses it
   --no-report        do not rewrite BENCHMARKS.md
   --no-build         use dist/ as it is (default: build it with tsc first)
+  --after-install-sql FILE  run this SQL after each install (to measure a proposed guard change;
+                     results are labelled with the file)
   --help`;
 
 function parseList<T extends string>(value: string, allowed: readonly T[], flag: string): T[] {
@@ -67,6 +71,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
     keepServer: false,
     noReport: false,
     noBuild: false,
+    afterInstallSql: undefined,
   };
   for (let index = 0; index < argv.length; index += 1) {
     const flag = argv[index]!;
@@ -86,6 +91,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
       case '--keep-server': options.keepServer = true; break;
       case '--no-report': options.noReport = true; break;
       case '--no-build': options.noBuild = true; break;
+      case '--after-install-sql': options.afterInstallSql = value(); break;
       case '--help': case '-h': return 'help';
       default: throw new Error(`unknown option "${flag}"\n${USAGE}`);
     }

@@ -6,7 +6,7 @@
  * attaches the TRUNCATE guard to new tables), which is the cost measured here.
  */
 import pg from 'pg';
-import { install } from '../../src/install/install.js';
+import { installBackstop, installedVariant, variantId, variantTitle } from '../install.js';
 import type { ScenarioContext } from '../context.js';
 import type { ScenarioResult } from '../results.js';
 import { round, summarize } from '../stats.js';
@@ -46,11 +46,11 @@ export async function ddlOverhead(context: ScenarioContext): Promise<ScenarioRes
     await recreateDatabase(admin, PLAIN_DATABASE);
     await guarded.connect();
     await plain.connect();
-    const installed = await install(guarded);
+    await installBackstop(guarded, context);
     const { rows: triggers } = await guarded.query<{ evtname: string; evtevent: string }>(
       `SELECT evtname, evtevent FROM pg_event_trigger WHERE evtenabled <> 'D' ORDER BY evtname`,
     );
-    log(`  installed ${installed.applied.length} migration(s); ${triggers.length} event trigger(s) enabled`);
+    log(`  Backstop installed; ${triggers.length} event trigger(s) enabled`);
 
     const warmup = Math.max(20, Math.round(options.ddlIterations / 10));
     const samples = new Map<DdlKind, { guarded: number[]; plain: number[] }>(
@@ -77,8 +77,8 @@ export async function ddlOverhead(context: ScenarioContext): Promise<ScenarioRes
       log(`  ${kind}: p50 ${withGuard.median.toFixed(3)} ms installed vs ${without.median.toFixed(3)} ms not (+${delta.toFixed(3)} ms)`);
       return {
         scenario: 'ddl-overhead',
-        id: `ddl-overhead:${kind}`,
-        title: `guard overhead: ${kind}`,
+        id: variantId(`ddl-overhead:${kind}`, context),
+        title: variantTitle(`guard overhead: ${kind}`, context),
         status: triggers.length > 0 ? 'measured' : 'partial',
         ...(triggers.length > 0 ? {} : { reason: 'no event trigger was installed: the guard SQL has not landed, so this measures nothing yet' }),
         backstop: { label: 'Backstop installed', unit: 'ms', summary: withGuard },
@@ -92,6 +92,7 @@ export async function ddlOverhead(context: ScenarioContext): Promise<ScenarioRes
           p95Installed: round(withGuard.p95, 3),
           p95NotInstalled: round(without.p95, 3),
           eventTriggers: triggers.map((trigger) => `${trigger.evtname} (${trigger.evtevent})`),
+          ...installedVariant(context),
         },
       };
     });

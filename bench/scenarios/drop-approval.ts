@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import pg from 'pg';
-import { install } from '../../src/install/install.js';
+import { installBackstop, installedVariant, variantId, variantTitle } from '../install.js';
 import { dropDatabase, recreateDatabase } from '../anchors.js';
 import type { ScenarioContext } from '../context.js';
 import { generatorFor, readGenerator, splitStatements } from '../dataset.js';
@@ -96,7 +96,7 @@ export async function dropApproval(context: ScenarioContext): Promise<ScenarioRe
   let agent: AgentChild | undefined;
   const pool = new pg.Pool({ connectionString: url, max: 2, application_name: 'backstop-bench-anchor' });
   try {
-    await install(admin);
+    await installBackstop(admin, context);
     const generator = await readGenerator();
     const total = WARMUP + RUNS;
     log(`  creating ${total} tables of ${ROWS.toLocaleString('en')} rows and the anchor table…`);
@@ -160,7 +160,7 @@ export async function dropApproval(context: ScenarioContext): Promise<ScenarioRe
     const p95Overhead = drop.p95 - alone.p95;
     const allConsumed = requests.length === total && requests.every((request) => request.status === 'consumed' && request.snapshots > 0);
     return [{
-      scenario: 'drop-approval', id: ID, title: TITLE, status: 'measured',
+      scenario: 'drop-approval', id: variantId(ID, context), title: variantTitle(TITLE, context), status: 'measured',
       backstop: { label: 'DROP TABLE, agent in auto mode (client wall time)', unit: 'ms', summary: drop },
       anchor: { label: 'captureTable() of the same table shape alone', unit: 'ms', summary: alone },
       ratio: drop.median / alone.median,
@@ -169,7 +169,7 @@ export async function dropApproval(context: ScenarioContext): Promise<ScenarioRe
       extra: {
         p50Drop: round(drop.median, 1), p95Drop: round(drop.p95, 1), p50Capture: round(alone.median, 1), p95Capture: round(alone.p95, 1),
         p50Overhead: round(p50Overhead, 1), p95Overhead: round(p95Overhead, 1),
-        requests: requests.length, allConsumedWithBeforeImage: allConsumed,
+        requests: requests.length, allConsumedWithBeforeImage: allConsumed, agentConcurrency: AGENT_CONCURRENCY, ...installedVariant(context),
         phasesMs: {
           statementStartToRequestFiled: summarize(phases.map((phase) => phase.filing)),
           requestFiledToDecided: summarize(phases.map((phase) => phase.agent)),

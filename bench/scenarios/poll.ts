@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import pg from 'pg';
-import { install } from '../../src/install/install.js';
+import { installBackstop, installedVariant, variantId, variantTitle } from '../install.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { recreateDatabase, dropDatabase } from '../anchors.js';
 import type { ScenarioContext } from '../context.js';
@@ -29,11 +29,11 @@ const ROWS_PER_TABLE = 10;
 const TARGET_MS = 200;
 const MEASURED_POLLS = 20;
 
-async function createTables(url: string): Promise<void> {
+async function createTables(url: string, context: ScenarioContext): Promise<void> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
-    await install(client);
+    await installBackstop(client, context);
     // One DO block: 1,000 round trips would make the setup, not the poll, the slow part.
     await client.query(`DO $$
       BEGIN
@@ -61,7 +61,7 @@ export async function pollUnchanged(context: ScenarioContext): Promise<ScenarioR
   await recreateDatabase(server, DATABASE);
   const url = server.urlFor(DATABASE);
   log(`  creating ${TABLES} tables of ${ROWS_PER_TABLE} rows with Backstop installed…`);
-  await createTables(url);
+  await createTables(url, context);
   const pool = new pg.Pool({ connectionString: url, max: 4, application_name: 'backstop-bench-poll' });
   const state = new AgentState(path.join(workDir, 'poll-state.sqlite'));
   const scheduler = new SnapshotScheduler({
@@ -95,11 +95,11 @@ export async function pollUnchanged(context: ScenarioContext): Promise<ScenarioR
     const totalCaptures = captured.reduce((sum, value) => sum + value, 0);
     log(`  poll over ${startup.tablesSeen} tables: p50 ${summary.median.toFixed(1)} ms, p95 ${summary.p95.toFixed(1)} ms, captures ${totalCaptures}`);
     return [{
-      scenario: 'poll', id: 'poll', title: `continuous-snapshot poll over ${TABLES.toLocaleString('en')} unchanged tables`,
+      scenario: 'poll', id: variantId('poll', context), title: variantTitle(`continuous-snapshot poll over ${TABLES.toLocaleString('en')} unchanged tables`, context),
       status: 'measured',
       backstop: { label: 'SnapshotScheduler.pollOnce()', unit: 'ms', summary },
       target: { text: `≤ ${TARGET_MS} ms, zero captures`, met: summary.median <= TARGET_MS && totalCaptures === 0 },
-      extra: { tablesSeen: startup.tablesSeen, startupCaptured: startup.captured, startupFailed: startup.failed, startupMs: startup.durationMs, capturesDuringMeasuredPolls: totalCaptures, p95: summary.p95, reportedDurationMs: summarize(reported) },
+      extra: { ...installedVariant(context), tablesSeen: startup.tablesSeen, startupCaptured: startup.captured, startupFailed: startup.failed, startupMs: startup.durationMs, capturesDuringMeasuredPolls: totalCaptures, p95: summary.p95, reportedDurationMs: summarize(reported) },
     }];
   } finally {
     await scheduler.stop();

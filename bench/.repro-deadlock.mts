@@ -1,0 +1,12 @@
+import pg from 'pg';
+import { captureTable } from '../src/snapshot/capture.ts';
+import { openStorage } from '../src/storage/open.ts';
+const concurrency = Number(process.argv[2]);
+const pool = new pg.Pool({ connectionString: 'postgres://postgres@127.0.0.1:39429/bench', max: 8 });
+const storage = openStorage('/tmp/deadlock-repro-storage');
+const started = Date.now();
+const timer = setTimeout(() => { console.log(`concurrency ${concurrency}: HUNG after ${Date.now() - started} ms`); process.exit(3); }, 20000);
+await Promise.all(Array.from({ length: concurrency }, (_, i) => captureTable({ pool, storage, table: { schema: 'public', table: `dl_${i + 1}` } })));
+clearTimeout(timer);
+console.log(`concurrency ${concurrency}: ok in ${Date.now() - started} ms`);
+await pool.end();
