@@ -10,6 +10,7 @@ import type { Storage } from '../storage/storage.js';
 import { BeforeImages, createCapturePool } from '../capture/before-image.js';
 import { recordCapturedSnapshot } from '../capture/record.js';
 import { TruncateExporter } from '../capture/truncate-export.js';
+import { CaptureSlots, captureBudget } from '../capture/slots.js';
 import type { Agent, AgentWork } from './agent.js';
 import { SnapshotScheduler } from './scheduler.js';
 
@@ -24,11 +25,23 @@ export function agentWork(agent: Agent, storage: Storage, logger: Logger): Agent
   const capturePool = createCapturePool(options.target, Math.max(2, options.concurrency * 2), `backstop agent ${agent.agentId} capture`);
   capturePool.on('error', (error) => logger.warn('idle capture connection failed', { error: error.message }));
   agent.onStop(() => capturePool.end());
+  // Captures in one process must stay below the libuv threadpool size (see capture/slots.ts):
+  // requests get most of the budget, continuous snapshots the rest.
+  const budget = captureBudget();
+  const requestSlots = Math.min(options.concurrency, Math.max(1, budget.captures - 1));
+  const schedulerConcurrency = Math.min(options.concurrency, Math.max(1, budget.captures - requestSlots));
+  if (requestSlots + schedulerConcurrency < options.concurrency * 2) {
+    logger.info('captures at once limited by the libuv threadpool', {
+      uv_threadpool_size: budget.threadpool, before_images: requestSlots, continuous: schedulerConcurrency,
+      hint: 'start the agent with UV_THREADPOOL_SIZE=16 (or more) in its environment to allow --concurrency captures of each kind',
+    });
+  }
+  const slots = new CaptureSlots(requestSlots);
   const record = (manifest: Parameters<typeof recordCapturedSnapshot>[2], verified: boolean) => recordCapturedSnapshot(agent.pool, state, manifest, verified);
   const beforeImages = new BeforeImages({
     pool: capturePool,
     storage,
-    concurrency: options.concurrency,
+    slots,
     logger: logger.child({ component: 'capture' }),
     record,
     observe: ({ manifest, seconds, failed }) => {
@@ -49,13 +62,13 @@ export function agentWork(agent: Agent, storage: Storage, logger: Logger): Agent
     options: {
       interval: options.intervalMs,
       everyPoll: options.snapshotEveryPoll,
-      concurrency: options.concurrency,
+      concurrency: schedulerConcurrency,
       ...(options.keep !== undefined ? { keep: options.keep } : {}),
       ...(options.schemas ? { schemas: options.schemas } : {}),
       stopTimeout: options.shutdownGraceMs ?? 20_000,
     },
   });
-  const truncateImages = new TruncateExporter({ pool: capturePool, storage, logger: logger.child({ component: 'truncate-export' }), record });
+  const truncateImages = new TruncateExporter({ pool: capturePool, storage, slots, logger: logger.child({ component: 'truncate-export' }), record });
   return {
     capturer: beforeImages,
     exportTruncateImages: async (signal) => {

@@ -17,6 +17,7 @@ import type { Manifest } from '../snapshot/manifest.js';
 import { verifyStoredChecksum } from '../gate/checksum.js';
 import type { Storage } from '../storage/storage.js';
 import { exclusiveLocks, isLockTimeout } from './locks.js';
+import type { CaptureSlots } from './slots.js';
 import { lockedByRequesterReason } from '../decision/reasons.js';
 
 export const CAPTURE_LOCK_TIMEOUT_MS = 15_000;
@@ -42,34 +43,12 @@ export interface BeforeImageOptions {
   pool: pg.Pool;
   storage: Storage;
   logger: Logger;
-  /** Captures running at once, across all requests. */
-  concurrency: number;
+  /** Shared with the TRUNCATE exporter: captures running at once, across all requests. */
+  slots: CaptureSlots;
   /** Records the manifest where a DBA sees it (backstop.snapshots) and in the local catalog. */
   record(manifest: Manifest, verified: boolean): Promise<void>;
   /** Count a capture (metrics). */
   observe?(outcome: { manifest?: Manifest; seconds: number; failed: boolean }): void;
-}
-
-/** At most `size` captures at once across all requests (each holds a DuckDB encoder and a connection). */
-class CaptureSlots {
-  private free: number;
-  private readonly waiting: Array<() => void> = [];
-
-  constructor(size: number) {
-    this.free = Math.max(1, size);
-  }
-
-  async run<T>(work: () => Promise<T>): Promise<T> {
-    if (this.free > 0) this.free -= 1;
-    else await new Promise<void>((resolve) => this.waiting.push(resolve));
-    try {
-      return await work();
-    } finally {
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.free += 1;
-    }
-  }
 }
 
 export class BeforeImages implements BeforeImageCapturer {
@@ -78,7 +57,7 @@ export class BeforeImages implements BeforeImageCapturer {
 
   constructor(options: BeforeImageOptions) {
     this.options = options;
-    this.slots = new CaptureSlots(options.concurrency);
+    this.slots = options.slots;
   }
 
   capture(target: ResolvedTarget, request: RequestInfo, signal: AbortSignal): Promise<TargetSnapshot> {

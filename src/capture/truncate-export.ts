@@ -12,6 +12,7 @@ import { captureTable } from '../snapshot/capture.js';
 import type { Manifest } from '../snapshot/manifest.js';
 import type { Storage } from '../storage/storage.js';
 import { verifyStoredChecksum } from '../gate/checksum.js';
+import type { CaptureSlots } from './slots.js';
 
 export const IMAGES_SCHEMA = 'backstop_images';
 
@@ -29,6 +30,8 @@ export interface TruncateExportOptions {
   storage: Storage;
   logger: Logger;
   record(manifest: Manifest, verified: boolean): Promise<void>;
+  /** Shared with before-image capture (see slots.ts). */
+  slots: CaptureSlots;
 }
 
 export class TruncateExporter {
@@ -52,7 +55,7 @@ export class TruncateExporter {
       const failure = this.failures.get(key);
       if (failure && failure.nextAt > Date.now()) continue;
       try {
-        const manifest = await captureTable({
+        const manifest = await this.options.slots.run(() => captureTable({
           database: pool,
           storage,
           table: { schema: image.schema_name, table: image.table_name },
@@ -62,7 +65,7 @@ export class TruncateExporter {
           label: `before-image of request ${image.request_id} (TRUNCATE)`,
           logger: logger.child({ request_id: image.request_id }),
           signal,
-        });
+        }));
         await verifyStoredChecksum(storage, manifest);
         await this.options.record(manifest, true);
         await pool.query('SELECT backstop.agent_drop_truncate_image($1::bigint, $2::oid)', [image.request_id, image.relid]);
