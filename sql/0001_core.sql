@@ -371,7 +371,9 @@ BEGIN
   EXECUTE format('SELECT %I.dblink_get_connections()', dblink_schema) INTO open_connections;
   IF connection_name = ANY (coalesce(open_connections, '{}')) THEN
     BEGIN
-      EXECUTE format('SELECT %I.dblink_exec($1, $2)', dblink_schema) USING connection_name, 'SELECT 1';
+      -- Probe with a statement that returns no rows: dblink_exec refuses ones that do, and a
+      -- failing probe would replace the connection on every call (losing its LISTEN).
+      EXECUTE format('SELECT %I.dblink_exec($1, $2)', dblink_schema) USING connection_name, 'SET search_path = pg_catalog, backstop, pg_temp';
       RETURN connection_name;
     EXCEPTION WHEN OTHERS THEN
       EXECUTE format('SELECT %I.dblink_disconnect($1)', dblink_schema) USING connection_name;
