@@ -9,8 +9,9 @@
  */
 import { DuckDBInstance } from '@duckdb/node-api';
 import { execFile } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { openSync } from 'node:fs';
 import { constants, open } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -73,6 +74,19 @@ async function releasePipe(fifo: string): Promise<void> {
   }
 }
 
+/**
+ * The writing end of the pipe as a socket. A plain fs write stream does every write() on a libuv
+ * worker thread, and DuckDB's query holds one of those threads while it reads the other end: with
+ * as many captures in flight as there are workers (4 by default), every worker waits on a pipe
+ * that only a queued write could fill — a deadlock. A socket writes through the event loop
+ * (epoll), needing no worker. O_RDWR makes the open never block and never fail with ENXIO before
+ * DuckDB opens its end; our descriptor is the only writer, so closing it is the reader's EOF.
+ */
+function openPipeWriter(fifo: string): net.Socket {
+  const fd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
+  return new net.Socket({ fd, readable: false, writable: true });
+}
+
 function progressCounter(onProgress: ((records: number, bytes: number) => void) | undefined): Transform & { bytes: number } {
   let records = 0;
   const counter = new Transform({
@@ -132,7 +146,7 @@ export async function encodeCsvToParquet(options: ParquetEncodeOptions): Promise
     );
     const counter = progressCounter(options.onProgress);
     copy = options.openCsv();
-    const feeding = pipeline(copy, counter, createWriteStream(fifo)).catch(async (error: unknown) => {
+    const feeding = pipeline(copy, counter, openPipeWriter(fifo)).catch(async (error: unknown) => {
       await releasePipe(fifo);
       connection.interrupt();
       throw error;

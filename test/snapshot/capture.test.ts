@@ -209,3 +209,18 @@ describe('table names and shapes', () => {
     expect(rows).toEqual(expected);
   });
 });
+
+describe('many captures in one process', () => {
+  it('finishes eight concurrent captures (more than libuv has worker threads)', async () => {
+    // Each DuckDB query holds a libuv worker while it reads its pipe; the pipe writes must not
+    // need one too, or four captures at once deadlock (the default pool has four workers).
+    const storage = openStorage(path.join(folder, 'concurrent'));
+    const tables = Array.from({ length: 8 }, (_, i) => ({ schema: 'public', table: `concurrent_${i}` }));
+    for (const table of tables) {
+      await client.query(`CREATE TABLE ${quoteQualified(table)} AS SELECT g AS id, repeat('x', 200) || g AS note FROM generate_series(1, 20000) g`);
+    }
+    const manifests = await Promise.all(tables.map((table) => captureTable({ database: resolveDatabase(db.url), storage, table })));
+    expect(manifests.map((m) => m.row_count)).toEqual(tables.map(() => 20000));
+    for (const manifest of manifests) await verifySnapshot(storage, manifest.snapshot_id);
+  });
+});
