@@ -15,6 +15,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { SnapshotError, describeError } from '../errors/index.js';
 
@@ -79,12 +80,24 @@ async function releasePipe(fifo: string): Promise<void> {
  * worker thread, and DuckDB's query holds one of those threads while it reads the other end: with
  * as many captures in flight as there are workers (4 by default), every worker waits on a pipe
  * that only a queued write could fill — a deadlock. A socket writes through the event loop
- * (epoll), needing no worker. O_RDWR makes the open never block and never fail with ENXIO before
- * DuckDB opens its end; our descriptor is the only writer, so closing it is the reader's EOF.
+ * (epoll) and needs no worker.
+ *
+ * The end is opened non-blocking, which fails with ENXIO until DuckDB has opened its end; we
+ * retry on a timer rather than block a thread. Waiting for the reader matters: closing a writer
+ * no reader ever saw (an empty table) would leave DuckDB waiting for a writer forever.
  */
-function openPipeWriter(fifo: string): net.Socket {
-  const fd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
-  return new net.Socket({ fd, readable: false, writable: true });
+async function openPipeWriter(fifo: string, readerStopped: () => boolean, signal?: AbortSignal): Promise<net.Socket> {
+  for (;;) {
+    try {
+      const fd = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+      return new net.Socket({ fd, readable: false, writable: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENXIO') throw error;
+    }
+    signal?.throwIfAborted();
+    if (readerStopped()) throw new SnapshotError('DuckDB stopped before it read the rows');
+    await delay(2);
+  }
 }
 
 function progressCounter(onProgress: ((records: number, bytes: number) => void) | undefined): Transform & { bytes: number } {
@@ -137,7 +150,10 @@ export async function encodeCsvToParquet(options: ParquetEncodeOptions): Promise
     const select = options.columns.map((column, index) => `${column.expression(fields[index]!)} AS ${duckdbIdent(column.parquetName)}`).join(', ');
     const sql = `COPY (SELECT ${select} FROM ${reader}) TO ${duckdbString(output)} (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE ${options.rowGroupRows})`;
 
-    const encoding = connection.runAndReadAll(sql).then(
+    let encodingSettled = false;
+    const encoding = connection.runAndReadAll(sql).finally(() => {
+      encodingSettled = true;
+    }).then(
       (result) => Number(result.getRows()[0]?.[0] ?? 0),
       async (error: unknown) => {
         await releasePipe(fifo);
@@ -146,7 +162,8 @@ export async function encodeCsvToParquet(options: ParquetEncodeOptions): Promise
     );
     const counter = progressCounter(options.onProgress);
     copy = options.openCsv();
-    const feeding = pipeline(copy, counter, openPipeWriter(fifo)).catch(async (error: unknown) => {
+    const feeding = openPipeWriter(fifo, () => encodingSettled, options.signal).then((pipe) => pipeline(copy!, counter, pipe)).catch(async (error: unknown) => {
+      copy?.destroy();
       await releasePipe(fifo);
       connection.interrupt();
       throw error;
