@@ -43,6 +43,7 @@ export const EXPECTED_ROWS: { id: string; title: string; target: string }[] = [
   { id: 'ddl-overhead:CREATE INDEX', title: 'guard overhead: CREATE INDEX', target: '≤ 1 ms added at p50' },
   { id: 'ddl-overhead:ALTER TABLE ADD COLUMN', title: 'guard overhead: ALTER TABLE ADD COLUMN', target: '≤ 1 ms added at p50' },
   { id: 'poll', title: 'continuous-snapshot poll over 1,000 unchanged tables', target: '≤ 200 ms, zero captures' },
+  { id: 'concurrent-captures', title: '8 small tables captured at once in one process vs one after another (not in issue 5: watches for the capture hang)', target: 'no run hangs' },
 ];
 
 export function resultsDir(repoRoot: string): string {

@@ -15,6 +15,7 @@ import { updateBenchmarksMd, writeRunRecord } from './report.js';
 import type { ScenarioResult } from './results.js';
 import { captureLocal } from './scenarios/capture.js';
 import { captureS3 } from './scenarios/capture-s3.js';
+import { concurrentCaptures } from './scenarios/concurrent-captures.js';
 import { ddlOverhead } from './scenarios/ddl-overhead.js';
 import { dropApproval } from './scenarios/drop-approval.js';
 import { pollUnchanged } from './scenarios/poll.js';
@@ -50,6 +51,8 @@ async function runScenario(name: ScenarioName, context: ScenarioContext): Promis
       return dropApproval(context);
     case 'poll':
       return pollUnchanged(context);
+    case 'concurrent-captures':
+      return concurrentCaptures(context);
   }
 }
 
