@@ -75,12 +75,28 @@ export class RequestPipeline {
     if (!resume && !(await claimRequest(db, request.id, agentId))) return false;
     const log = logger.child({ request_id: request.id });
     log.info(resume ? 'resuming request left capturing' : 'answering request', { command: request.command_tag, requester: request.requester });
+    // Once nobody waits for the request any more (the statement timed out, was cancelled, or
+    // an approver denied it), its captures stop and give their slots back.
+    const settled = new AbortController();
+    const watch = setInterval(() => {
+      db.query<{ status: string }>('SELECT status FROM backstop.requests WHERE id = $1::bigint', [request.id])
+        .then(({ rows }) => {
+          const status = rows[0]?.status;
+          if (status === undefined || ['approved', 'denied', 'expired', 'consumed'].includes(status)) {
+            log.info('request settled elsewhere while it was being answered; stopping its captures', { status });
+            settled.abort();
+          }
+        })
+        .catch(() => {});
+    }, 2_000);
     let outcome: Outcome;
     try {
-      outcome = await this.evaluate(request, signal, log);
+      outcome = await this.evaluate(request, AbortSignal.any([signal, settled.signal]), log);
     } catch (error) {
       log.error('request evaluation failed', { error: describeError(error) });
       outcome = deny(`the agent could not evaluate the request: ${describeError(error)}; run the statement again`);
+    } finally {
+      clearInterval(watch);
     }
     let status: string;
     try {
