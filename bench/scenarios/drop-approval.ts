@@ -22,12 +22,8 @@ const RUNS = 20;
 const WARMUP = 2;
 const TARGET_OVERHEAD_MS = 150;
 const ID = 'drop-approval';
-/**
- * Captures the agent runs at once. Not the default 4: with 4 or more captures in one process the
- * snapshot engine deadlocks (every libuv worker blocked reading a FIFO that the main thread can
- * only write through the same, exhausted pool; see BENCHMARKS.md, "Findings").
- */
-const AGENT_CONCURRENCY = 2;
+/** The agent's default --concurrency (2 was used while the engine deadlocked at 4; see BENCHMARKS.md). */
+const AGENT_CONCURRENCY = 4;
 const TITLE = 'DROP TABLE (10k rows) in auto mode vs before-image capture alone';
 
 interface AgentChild {

@@ -70,9 +70,9 @@ export async function pollUnchanged(context: ScenarioContext): Promise<ScenarioR
     state,
     metrics: createMetrics({ processMetrics: false }),
     logger: silentLogger,
-    // 2, not the agent's default 4: four captures at once deadlock the snapshot engine (see
-    // BENCHMARKS.md, "Findings"); unchanged polls capture nothing, so this only affects setup.
-    options: { interval: 3_600_000, everyPoll: false, concurrency: 2 },
+    // The agent's default concurrency (2 was used while four captures at once deadlocked the
+    // engine; unchanged polls capture nothing, so it only affects the startup sweep).
+    options: { interval: 3_600_000, everyPoll: false, concurrency: 4 },
   });
   try {
     log('  first poll (captures every table; untimed)…');
