@@ -20,7 +20,7 @@ import { findRequest, orphanedRequests, pendingRequests, type RequestRow } from 
 import { expireAbandonedRequests } from '../decision/expiry.js';
 import type { ApprovalMode } from '../gate/settings.js';
 import { loadParser } from '../request/statement.js';
-import { sleep } from './backoff.js';
+import { sleep } from '../retry/backoff.js';
 import { Heartbeat } from './heartbeat.js';
 import { startHttpServer, type HttpServerHandle } from './http.js';
 import { LeaderElection } from './leader.js';

@@ -7,7 +7,7 @@ import os from 'node:os';
 import type pg from 'pg';
 import { describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
-import { sleep } from './backoff.js';
+import { sleep } from '../retry/backoff.js';
 
 export interface HeartbeatInfo {
   hostname: string;

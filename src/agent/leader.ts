@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import type { DatabaseTarget } from '../db/connection.js';
 import { describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
-import { sleep } from './backoff.js';
+import { sleep } from '../retry/backoff.js';
 import { closeSession, openSession, queryWithin, type Session } from './session.js';
 
 /** Advisory lock key: the first 8 bytes of sha256('backstop agent leader'), as a signed bigint. */

@@ -12,7 +12,7 @@ import type { DatabaseTarget } from '../db/connection.js';
 import { describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import { quoteIdent } from '../db/identifiers.js';
-import { reconnectDelay, sleep } from './backoff.js';
+import { reconnectDelay, sleep } from '../retry/backoff.js';
 import { closeSession, openSession, queryWithin, type Session } from './session.js';
 
 export const CHANNELS = { requests: 'backstop_requests', decisions: 'backstop_decisions', snapshots: 'backstop_snapshots' } as const;

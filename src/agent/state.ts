@@ -12,6 +12,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { ConfigError, describeError } from '../errors/index.js';
+import { backoffDelay, type BackoffOptions } from '../retry/backoff.js';
 
 export const DEFAULT_STATE_PATH = path.join('.backstop', 'agent.sqlite');
 
@@ -154,28 +155,10 @@ export interface ProtectedSnapshot {
   protectedAt: Date;
 }
 
-export interface BackoffOptions {
-  /** Delay after the first failure. */
-  baseMs: number;
-  /** Upper bound of the delay. */
-  maxMs: number;
-  /** Source of randomness in [0, 1); injectable for tests. */
-  random?: () => number;
-}
+export type { BackoffOptions };
 
+/** Retry delays of a table whose capture failed: 10 s, doubling, at most 15 min. */
 export const DEFAULT_BACKOFF: BackoffOptions = { baseMs: 10_000, maxMs: 15 * 60_000 };
-
-/**
- * Delay before the next attempt after `failures` consecutive failures: base·2^(failures−1),
- * capped, with "equal jitter" (half fixed, half random) so that many tables failing together
- * (storage outage) do not all retry in the same poll.
- */
-export function backoffDelay(failures: number, options: BackoffOptions = DEFAULT_BACKOFF): number {
-  const random = options.random ?? Math.random;
-  const exponent = Math.min(Math.max(failures - 1, 0), 30);
-  const ceiling = Math.min(options.maxMs, options.baseMs * 2 ** exponent);
-  return Math.round(ceiling / 2 + (ceiling / 2) * random());
-}
 
 interface TableRow {
   relid: number;

@@ -13,6 +13,10 @@ import type { Manifest } from '../snapshot/manifest.js';
 import type { Storage } from '../storage/storage.js';
 import { verifyStoredChecksum } from '../gate/checksum.js';
 import type { CaptureSlots } from './slots.js';
+import { backoffDelay, type BackoffOptions } from '../retry/backoff.js';
+
+/** Retrying a failed TRUNCATE export: 2 s, doubling, at most 5 min. */
+const EXPORT_RETRY_BACKOFF: BackoffOptions = { baseMs: 2_000, maxMs: 300_000 };
 
 export const IMAGES_SCHEMA = 'backstop_images';
 
@@ -77,7 +81,7 @@ export class TruncateExporter {
       } catch (error) {
         if (signal.aborted) break;
         const count = (failure?.count ?? 0) + 1;
-        const delay = Math.min(300_000, 2_000 * 2 ** (count - 1));
+        const delay = backoffDelay(count, EXPORT_RETRY_BACKOFF);
         this.failures.set(key, { count, nextAt: Date.now() + delay });
         logger.warn('exporting a TRUNCATE before-image failed; it stays in the database and is retried', {
           request_id: image.request_id, table: `${image.schema_name}.${image.table_name}`, error: describeError(error), retry_in_ms: delay,

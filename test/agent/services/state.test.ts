@@ -3,7 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AgentState, backoffDelay, type ObservedTable } from '../../../src/agent/state.js';
+import { backoffDelay } from '../../../src/retry/backoff.js';
+import { AgentState, type ObservedTable } from '../../../src/agent/state.js';
 
 const counters = { inserted: 1, updated: 2, deleted: 3, liveTuples: 4, filenode: '16384', ddlFingerprint: 'abc' };
 const observed = (relid: number, name: string, columns = ['id', 'name']): ObservedTable => ({
