@@ -52,6 +52,7 @@ export interface ParquetEncodeResult {
 
 const MB = 1024 * 1024;
 const DEFAULT_MEMORY_LIMIT = 256 * MB;
+const DEFAULT_THREADS = 1;
 
 export function duckdbString(text: string): string {
   return `'${text.replace(/'/g, "''")}'`;
@@ -127,7 +128,11 @@ export async function encodeCsvToParquet(options: ParquetEncodeOptions): Promise
   const memoryLimit = Math.max(options.memoryLimitBytes ?? DEFAULT_MEMORY_LIMIT, 4 * bufferSize + 128 * MB);
 
   const instance = await DuckDBInstance.create(path.join(options.workDir, 'work.duckdb'), {
-    threads: String(options.threads ?? 2),
+    // One thread by default: the pipe is read sequentially anyway, and PostgreSQL's COPY needs the
+    // other core. Measured on bench_t (1M rows) and bench_t5m (5M), 2 cores: peak RSS of the
+    // capture 305–325 MB with 1 thread against 440–531 MB with 2 (over the 512 MB budget), wall
+    // time equal within the noise (npm run bench; BENCHMARKS.md).
+    threads: String(options.threads ?? DEFAULT_THREADS),
     memory_limit: `${Math.ceil(memoryLimit / MB)}MB`,
     temp_directory: path.join(options.workDir, 'spill'),
     autoinstall_known_extensions: 'false',
