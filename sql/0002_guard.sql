@@ -393,7 +393,10 @@ BEGIN
 
   request_id := backstop._file_request(tag, query, caller_search_path, false, clock_timestamp() + wait_timeout);
   RAISE NOTICE 'Backstop: % is waiting for approval of request % (up to %)', tag, request_id, backstop._describe_interval(wait_timeout)
-    USING HINT = format('SELECT * FROM backstop.requests WHERE id = %s; an approver runs SELECT backstop.approve(%s);', request_id, request_id);
+    USING HINT = CASE (backstop._settings()).approval_mode
+                   WHEN 'auto' THEN format('the agent grants it once a before-image is stored; follow it with SELECT * FROM backstop.requests WHERE id = %s;', request_id)
+                   ELSE format('SELECT * FROM backstop.requests WHERE id = %s; once the before-image is stored an approver runs SELECT backstop.approve(%s);', request_id, request_id)
+                 END;
   status := backstop._await_decision(request_id, wait_timeout, true);
   IF status IS DISTINCT FROM 'approved' THEN
     reason := backstop._loopback_value(format('SELECT reason FROM backstop.request_log WHERE id = %s', request_id));
