@@ -166,9 +166,17 @@ export async function encodeCsvToParquet(options: ParquetEncodeOptions): Promise
       },
     );
     const counter = progressCounter(options.onProgress);
-    copy = options.openCsv();
-    const feeding = openPipeWriter(fifo, () => encodingSettled, options.signal).then((pipe) => pipeline(copy!, counter, pipe)).catch(async (error: unknown) => {
+    // The COPY starts only once the pipe is open, so its stream is never without an error
+    // listener (pipeline's) while we wait for DuckDB.
+    let pipe: net.Socket | undefined;
+    const feeding = openPipeWriter(fifo, () => encodingSettled, options.signal).then((opened) => {
+      pipe = opened;
+      copy = options.openCsv();
+      return pipeline(copy, counter, pipe);
+    }).catch(async (error: unknown) => {
       copy?.destroy();
+      // Closing our end is DuckDB's EOF: a reader blocked on the pipe is released.
+      pipe?.destroy();
       await releasePipe(fifo);
       connection.interrupt();
       throw error;
