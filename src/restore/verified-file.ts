@@ -5,14 +5,14 @@
  * could differ), and a tampered or truncated file is refused before a single row is read.
  */
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BackstopError, SnapshotError, VerificationError, describeError } from '../errors/index.js';
 import type { Manifest } from '../snapshot/manifest.js';
 import { digestingStream } from '../storage/digest.js';
 import type { Storage } from '../storage/storage.js';
+import { createScratchDir } from '../scratch/scratch-dir.js';
 
 export interface VerifiedDataFile {
   /** Local path of the verified copy. */
@@ -24,7 +24,7 @@ export interface VerifiedDataFile {
 }
 
 export async function fetchVerifiedDataFile(storage: Storage, manifest: Manifest): Promise<VerifiedDataFile> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'backstop-restore-'));
+  const dir = await createScratchDir('restore');
   const remove = () => rm(dir, { recursive: true, force: true });
   const file = path.join(dir, `${manifest.snapshot_id}.parquet`);
   try {

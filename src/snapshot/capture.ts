@@ -11,8 +11,7 @@
  *    the uploaded data files (best effort; prune collects what a crash leaves behind).
  */
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import copyStreams from 'pg-copy-streams';
@@ -32,6 +31,7 @@ import { encodeCsvToParquet } from './parquet-encoder.js';
 import { CANONICAL_SETTINGS } from './session-settings.js';
 import { newGroupId, newSnapshotId, storageTimestamp } from './snapshot-id.js';
 import { parquetNames, planColumn, resolveStorage, unrepresentableSql, type ColumnStorage } from './type-mapping.js';
+import { createScratchDir } from '../scratch/scratch-dir.js';
 
 export interface CaptureTarget {
   /** The table the snapshot describes. */
@@ -324,7 +324,7 @@ async function captureMany(targets: CaptureTarget[], options: CaptureOptions, gr
   const database = options.database ?? options.pool;
   if (!database) throw new SnapshotError('capture needs a database or a pool', { hint: 'this is a bug in the caller; report it' });
   const logger = options.logger ?? silentLogger;
-  const tempRoot = await mkdtemp(path.join(options.tempDir ?? os.tmpdir(), 'backstop-capture-'));
+  const tempRoot = await createScratchDir('capture', options.tempDir);
   const uploaded: string[] = [];
   const written: string[] = [];
   let current: QualifiedName = targets[0]!.table;
