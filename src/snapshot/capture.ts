@@ -4,7 +4,10 @@
  * 1. In one read-only REPEATABLE READ transaction (one database snapshot for every table of a
  *    group; parallel workers join it through pg_export_snapshot), for each table: describe it
  *    (src/db/catalog), scan it once for the content hash, row widths and values a native Parquet
- *    type cannot hold, then COPY it as CSV through DuckDB into a local Parquet file.
+ *    type cannot hold, and COPY it as CSV through DuckDB into a local Parquet file. The COPY runs
+ *    beside the scan on a second connection in the same snapshot, assuming every column native
+ *    and rows within the default CSV buffer; when the scan proves that wrong (or the encode
+ *    fails), the file is encoded again with the scan's results.
  * 2. After the transaction: upload each data file, hashing it (SHA-256) as it streams, and check
  *    the stored size against the local file.
  * 3. Only then write the manifests — the commit point. Any failure or abort before that removes
@@ -15,7 +18,7 @@ import { mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import copyStreams from 'pg-copy-streams';
-import type pg from 'pg';
+import pg from 'pg';
 import { createTableSql, describeTable, type TableDefinition } from '../db/catalog.js';
 import { displayName, type QualifiedName } from '../db/identifiers.js';
 import { BackstopError, DatabaseError, NotFoundError, PrivilegeError, SnapshotError, describeError } from '../errors/index.js';
@@ -27,7 +30,7 @@ import { CONTENT_HASH_ALGORITHM, hashOfTextSql, rowSourceSql, type ContentHash }
 import { inSnapshotTransaction, type DatabaseSource } from './database-session.js';
 import { snapshotKeys, type SnapshotKeys } from './layout.js';
 import { MANIFEST_FORMAT_VERSION, serializeManifest, type Manifest, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
-import { encodeCsvToParquet } from './parquet-encoder.js';
+import { encodeCsvToParquet, type ParquetEncodeResult } from './parquet-encoder.js';
 import { CANONICAL_SETTINGS } from './session-settings.js';
 import { newGroupId, newSnapshotId, storageTimestamp } from './snapshot-id.js';
 import { parquetNames, planColumn, resolveStorage, unrepresentableSql, type ColumnStorage } from './type-mapping.js';
@@ -178,18 +181,86 @@ async function scanRows(client: pg.ClientBase, from: string, checks: Array<strin
   };
 }
 
-async function relationFacts(client: pg.ClientBase, relation: QualifiedName): Promise<{ unlogged: boolean; sizeBytes: number }> {
-  const { rows } = await client.query<{ persistence: string; size: string }>(
+interface RelationFacts {
+  unlogged: boolean;
+  sizeBytes: number;
+  /** pg_class.reltuples and the heap size, when the relation has been vacuumed or analyzed. */
+  estimatedRows: number | null;
+  estimatedRowBytes: number | null;
+}
+
+async function relationFacts(client: pg.ClientBase, relation: QualifiedName): Promise<RelationFacts> {
+  const { rows } = await client.query<{ persistence: string; size: string; reltuples: number | null; heap: string | null }>(
     `SELECT c.relpersistence::text AS persistence,
             CASE WHEN c.relkind = 'p'
                  THEN (SELECT COALESCE(pg_catalog.sum(pg_catalog.pg_total_relation_size(p.relid)), 0) FROM pg_catalog.pg_partition_tree(c.oid) AS p)
-                 ELSE pg_catalog.pg_total_relation_size(c.oid) END::bigint::text AS size
+                 ELSE pg_catalog.pg_total_relation_size(c.oid) END::bigint::text AS size,
+            c.reltuples::float8 AS reltuples,
+            CASE WHEN c.relkind = 'p' THEN NULL ELSE pg_catalog.pg_table_size(c.oid)::bigint::text END AS heap
        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = $1 AND c.relname = $2`,
     [relation.schema, relation.table],
   );
   const row = rows[0];
-  return { unlogged: row?.persistence === 'u', sizeBytes: Number(row?.size ?? 0) };
+  const reltuples = row?.reltuples ?? null;
+  const heap = row?.heap === null || row?.heap === undefined ? null : Number(row.heap);
+  const known = reltuples !== null && reltuples > 0;
+  return {
+    unlogged: row?.persistence === 'u',
+    sizeBytes: Number(row?.size ?? 0),
+    estimatedRows: known ? Math.round(reltuples) : null,
+    estimatedRowBytes: known && heap !== null && heap > 0 ? heap / reltuples : null,
+  };
+}
+
+const MB = 1024 * 1024;
+/**
+ * Longest CSV record the optimistic encode accepts: the encoder's 32 MB CSV buffer holds it, so
+ * it costs no more memory than a table of short rows already takes.
+ */
+const OPTIMISTIC_MAX_RECORD_BYTES = 31 * MB;
+
+/** How DuckDB reads the CSV and which type each column is written as. */
+interface EncodePlan {
+  storages: ColumnStorage[];
+  maxRecordBytes: number;
+  rowGroupRows: number;
+}
+
+function rowGroupRowsFor(averageRowBytes: number): number {
+  return Math.min(MAX_ROW_GROUP_ROWS, Math.max(MIN_ROW_GROUP_ROWS, Math.floor(ROW_GROUP_TARGET_BYTES / Math.max(1, averageRowBytes))));
+}
+
+/** The plan the scan's results call for (what every capture used before the optimistic encode). */
+function exactPlan(plans: ReturnType<typeof planColumn>[], scan: ScanResult): EncodePlan {
+  return {
+    storages: plans.map((plan, index) => resolveStorage(plan, scan.unrepresentable[index]!)),
+    // CSV doubles quotes, and float4 widens to float8 text: allow for both.
+    maxRecordBytes: 2 * scan.maxRowBytes + 32 * plans.length + MB,
+    rowGroupRows: rowGroupRowsFor(scan.rowCount > 0 ? scan.totalRowBytes / scan.rowCount : 1),
+  };
+}
+
+/**
+ * Whether a file encoded with `optimistic` is what `exact` calls for: the same type for every
+ * column, every record within the reader's limit, and row groups within a factor of two of the
+ * 64 MB target (memory stays bounded; the row group size is not recorded anywhere).
+ */
+function optimisticHolds(optimistic: EncodePlan, exact: EncodePlan): boolean {
+  return (
+    optimistic.storages.every((storage, index) => storage.storedAs === exact.storages[index]!.storedAs) &&
+    Math.max(2 * MB, exact.maxRecordBytes) <= optimistic.maxRecordBytes &&
+    optimistic.rowGroupRows <= 2 * exact.rowGroupRows &&
+    exact.rowGroupRows <= 2 * optimistic.rowGroupRows
+  );
+}
+
+/** A second connection is taken only when a pool has one to give right away (no deadlock on a small pool). */
+function canOpenSecondConnection(database: DatabaseSource | undefined): database is DatabaseSource {
+  if (!database) return false;
+  if (!(database instanceof pg.Pool)) return true;
+  const max = (database.options as { max?: number }).max ?? 10;
+  return database.waitingCount === 0 && (database.idleCount > 0 || database.totalCount < max);
 }
 
 async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir: string, options: CaptureOptions, logger: Logger): Promise<CapturedData> {
@@ -207,9 +278,78 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
   }
   const names = parquetNames(columns);
   const plans = columns.map((column, index) => planColumn(column, names[index]!));
+  const checks = plans.map(unrepresentableSql);
   options.signal?.throwIfAborted();
-  const scan = await scanRows(client, from, plans.map(unrepresentableSql));
-  const storages: ColumnStorage[] = plans.map((plan, index) => resolveStorage(plan, scan.unrepresentable[index]!));
+
+  const label = `snapshot ${displayName(target.table)}`;
+  const progress = options.progress ? createProgress({ label, logger, ...(facts.estimatedRows ? { totalRows: facts.estimatedRows } : {}) }) : undefined;
+  const encodeWith = async (copyClient: pg.ClientBase, plan: EncodePlan, dir: string): Promise<{ encoded: ParquetEncodeResult; copied: number }> => {
+    let copyStream: copyStreams.CopyToStreamQuery | undefined;
+    const selectList = plan.storages.map((s) => s.pgSelect).join(', ');
+    const encoded = await encodeCsvToParquet({
+      workDir: dir,
+      columns: plan.storages.map((s, index) => ({ parquetName: names[index]!, expression: s.duckdbExpression })),
+      openCsv: () => {
+        copyStream = copyClient.query(copyStreams.to(`COPY (SELECT ${selectList} FROM ${from} AS t) TO STDOUT (FORMAT csv)`));
+        return copyStream;
+      },
+      maxRecordBytes: plan.maxRecordBytes,
+      rowGroupRows: plan.rowGroupRows,
+      ...(options.duckdbMemoryLimitBytes ? { memoryLimitBytes: options.duckdbMemoryLimitBytes } : {}),
+      ...(options.duckdbThreads ? { threads: options.duckdbThreads } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(progress ? { onProgress: (records: number, bytes: number) => progress.update(records, bytes) } : {}),
+    });
+    return { encoded, copied: copyStream?.rowCount ?? -1 };
+  };
+
+  // The scan (content hash, row widths, values native types cannot hold) and the encode each
+  // take about half of a capture. The encode starts at once on a second connection in the same
+  // snapshot, assuming the common case (every column native, records within the default CSV
+  // buffer); the scan runs here meanwhile. When the scan shows the assumption wrong, or the
+  // optimistic encode fails, its file is discarded and the rows are encoded again here with
+  // the scan's results. The optimistic side has its own connection so that a COPY it abandons
+  // never leaves this one (which commits the capture's transaction) in the middle of a COPY.
+  const database = options.database ?? options.pool;
+  let scan: ScanResult;
+  let plan: EncodePlan;
+  let result: { encoded: ParquetEncodeResult; copied: number };
+  const exported = canOpenSecondConnection(database)
+    ? (await client.query<{ id: string }>('SELECT pg_catalog.pg_export_snapshot() AS id')).rows[0]!.id
+    : undefined;
+  const optimisticDir = path.join(workDir, 'optimistic');
+  if (exported) await mkdir(optimisticDir);
+  // Checked again right before the pool is asked (synchronously, no await in between): a
+  // second connection we had to wait for could deadlock a small pool.
+  if (exported && canOpenSecondConnection(database)) {
+    const optimistic: EncodePlan = {
+      storages: plans.map((p) => resolveStorage(p, false)),
+      maxRecordBytes: OPTIMISTIC_MAX_RECORD_BYTES,
+      rowGroupRows: rowGroupRowsFor(facts.estimatedRowBytes ?? 1),
+    };
+    const encoding = inSnapshotTransaction(database, exported, (second) => encodeWith(second, optimistic, optimisticDir), options.signal);
+    const [scanned, encoded] = await Promise.allSettled([scanRows(client, from, checks), encoding]);
+    if (scanned.status === 'rejected') throw scanned.reason;
+    options.signal?.throwIfAborted();
+    scan = scanned.value;
+    plan = exactPlan(plans, scan);
+    if (encoded.status === 'fulfilled' && optimisticHolds(optimistic, plan)) {
+      result = encoded.value;
+    } else {
+      logger.debug('optimistic encode discarded', {
+        table: displayName(target.table),
+        reason: encoded.status === 'rejected' ? describeError(encoded.reason) : 'the scan found values or rows the optimistic encode did not allow for',
+      });
+      await rm(optimisticDir, { recursive: true, force: true });
+      result = await encodeWith(client, plan, workDir);
+    }
+  } else {
+    scan = await scanRows(client, from, checks);
+    plan = exactPlan(plans, scan);
+    result = await encodeWith(client, plan, workDir);
+  }
+  const { encoded, copied } = result;
+  const storages = plan.storages;
 
   plans.forEach((plan, index) => {
     if (scan.unrepresentable[index]) {
@@ -226,29 +366,7 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
     if (name !== columns[index]!.name) warnings.push(`column "${columns[index]!.name}" is named "${name}" in the Parquet file (DuckDB names are case-insensitive)`);
   });
 
-  const label = `snapshot ${displayName(target.table)}`;
-  const progress = options.progress ? createProgress({ label, logger, totalRows: scan.rowCount }) : undefined;
-  const averageRowBytes = scan.rowCount > 0 ? scan.totalRowBytes / scan.rowCount : 1;
-  const rowGroupRows = Math.min(MAX_ROW_GROUP_ROWS, Math.max(MIN_ROW_GROUP_ROWS, Math.floor(ROW_GROUP_TARGET_BYTES / Math.max(1, averageRowBytes))));
-  let copyStream: copyStreams.CopyToStreamQuery | undefined;
-  const selectList = storages.map((s) => s.pgSelect).join(', ');
-  const encoded = await encodeCsvToParquet({
-    workDir,
-    columns: storages.map((s, index) => ({ parquetName: names[index]!, expression: s.duckdbExpression })),
-    openCsv: () => {
-      copyStream = client.query(copyStreams.to(`COPY (SELECT ${selectList} FROM ${from} AS t) TO STDOUT (FORMAT csv)`));
-      return copyStream;
-    },
-    // CSV doubles quotes, and float4 widens to float8 text: allow for both.
-    maxRecordBytes: 2 * scan.maxRowBytes + 32 * columns.length + 1024 * 1024,
-    rowGroupRows,
-    ...(options.duckdbMemoryLimitBytes ? { memoryLimitBytes: options.duckdbMemoryLimitBytes } : {}),
-    ...(options.duckdbThreads ? { threads: options.duckdbThreads } : {}),
-    ...(options.signal ? { signal: options.signal } : {}),
-    ...(progress ? { onProgress: (records: number, bytes: number) => progress.update(Math.min(records, scan.rowCount), bytes) } : {}),
-  });
   progress?.done(encoded.rows, encoded.csvBytes);
-  const copied = copyStream?.rowCount ?? -1;
   if (encoded.rows !== scan.rowCount || copied !== scan.rowCount) {
     throw new SnapshotError(
       `row counts of ${displayName(target.table)} disagree: ${scan.rowCount} hashed, ${copied} copied, ${encoded.rows} written to Parquet`,
@@ -269,7 +387,7 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
     duckdb_type: storages[index]!.duckdbType,
     stored_as: storages[index]!.storedAs,
   }));
-  logger.debug('rows encoded', { table: displayName(target.table), rows: scan.rowCount, csv_bytes: encoded.csvBytes, row_group_rows: rowGroupRows });
+  logger.debug('rows encoded', { table: displayName(target.table), rows: scan.rowCount, csv_bytes: encoded.csvBytes, row_group_rows: plan.rowGroupRows });
   return {
     target,
     definition,

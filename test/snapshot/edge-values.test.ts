@@ -121,6 +121,18 @@ describe('edge values', () => {
     }
   });
 
+  it('stores a column as text when only the scan, not DuckDB, objects to its values (infinite date)', async () => {
+    // DuckDB accepts 'infinity' as a DATE, so the optimistic native encode succeeds; the scan's
+    // verdict must still win.
+    await client.query(`CREATE TABLE edge_inf (id int PRIMARY KEY, d date); INSERT INTO edge_inf VALUES (1, '2024-01-01'), (2, 'infinity'), (3, null)`);
+    const storage = openStorage(folder);
+    const inf = await captureTable({ database: resolveDatabase(db.url), storage, table: { schema: 'public', table: 'edge_inf' } });
+    expect(inf.columns.map((c) => c.stored_as)).toEqual(['native', 'text']);
+    expect(inf.warnings.join('\n')).toContain('"d" (date)');
+    const rows = await hyparquetRows(await downloadDataFile(storage, inf));
+    expect(rows.map((r) => r.d).sort()).toEqual(['2024-01-01', 'infinity', null].sort());
+  });
+
   it('keeps DECIMAL values exact (read with DuckDB)', async () => {
     const rows = await duckdbQuery(file, `SELECT id, n_ok::VARCHAR AS n_ok FROM p ORDER BY id`);
     const expected = await expectedText();
