@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { LocalCluster } from '../src/db/local-cluster.js';
-import { freePort } from '../test/support/servers.js';
+import { freePort } from '../src/db/ports.js';
 
 export const SYSTEM_PG15_BIN = '/usr/lib/postgresql/15/bin';
 

@@ -6,13 +6,13 @@
  */
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
 import { DatabaseError, describeError } from '../errors/index.js';
 import { LocalCluster, embeddedBinDir } from '../db/local-cluster.js';
 import { install } from '../install/install.js';
 import type { Logger } from '../log/logger.js';
+import { freePort, portFree } from '../db/ports.js';
 
 export const EMBEDDED_PORT = 54329;
 export const EMBEDDED_DATABASE = 'postgres';
@@ -25,25 +25,6 @@ export interface EmbeddedDatabase {
   /** What to type to try it out. */
   psqlCommand: string;
   stop(): Promise<void>;
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
-
-async function anyFreePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
 }
 
 async function createDemoTable(client: pg.Client): Promise<boolean> {
@@ -92,7 +73,7 @@ export async function startEmbeddedDatabase(options: { cwd: string; logger: Logg
   // As root the server runs as the postgres OS user, which must be able to reach the data folder.
   if (typeof process.getuid === 'function' && process.getuid() === 0) await chmod(home, 0o755);
   const running = await alreadyRunning(dataDir);
-  const port = running ?? ((await portFree(EMBEDDED_PORT)) ? EMBEDDED_PORT : await anyFreePort());
+  const port = running ?? ((await portFree(EMBEDDED_PORT)) ? EMBEDDED_PORT : await freePort());
   const cluster = new LocalCluster({ binDir: embeddedBinDir(), dataDir, port });
   if (running) {
     logger.info('the embedded PostgreSQL is already running (left by an earlier agent); using it', { port });

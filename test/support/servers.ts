@@ -8,10 +8,10 @@
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { LocalCluster, embeddedBinDir } from '../../src/db/local-cluster.js';
+import { freePort } from '../../src/db/ports.js';
 
 export interface TestServer {
   /** URL of the server's `postgres` database (or the given URL's database). */
@@ -33,17 +33,6 @@ export const TEST_SERVER_SETTINGS: Record<string, string> = {
   max_connections: '300',
   shared_buffers: '64MB',
 };
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 export async function dockerAvailable(timeoutMs = 1000): Promise<boolean> {
   const socketPath = '/var/run/docker.sock';
