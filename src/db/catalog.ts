@@ -447,3 +447,22 @@ export function createTableSql(def: TableDefinition, target: QualifiedName, opti
   const partitionBy = def.relkind === 'partitioned' && def.partitionKey ? ` PARTITION BY ${def.partitionKey}` : '';
   return `CREATE ${unlogged}TABLE ${quoteQualified(target)} (\n${lines.join(',\n')}\n)${partitionBy}`;
 }
+
+async function relationExistsWhere(client: pg.ClientBase, table: QualifiedName, relkinds: string[] | null): Promise<boolean> {
+  const { rows } = await client.query<{ exists: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = $1 AND c.relname = $2 AND ($3::text[] IS NULL OR c.relkind::text = ANY ($3::text[]))) AS exists`,
+    [table.schema, table.table, relkinds],
+  );
+  return rows[0]!.exists;
+}
+
+/** Is there a table (plain or partitioned) of this name? */
+export function tableExists(client: pg.ClientBase, table: QualifiedName): Promise<boolean> {
+  return relationExistsWhere(client, table, ['r', 'p']);
+}
+
+/** Is the name taken by any relation (table, view, sequence, index…)? */
+export function relationExists(client: pg.ClientBase, table: QualifiedName): Promise<boolean> {
+  return relationExistsWhere(client, table, null);
+}

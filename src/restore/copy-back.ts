@@ -8,7 +8,7 @@
  *   when there is one, else all of them).
  */
 import type pg from 'pg';
-import { describeTable, type TableDefinition } from '../db/catalog.js';
+import { describeTable, type TableDefinition, tableExists } from '../db/catalog.js';
 import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../db/identifiers.js';
 import type { Manifest } from '../snapshot/manifest.js';
 import { renameForTable } from './names.js';
@@ -26,15 +26,6 @@ export interface CopyBack {
 
 function literal(text: string): string {
   return `'${text.replaceAll("'", "''")}'`;
-}
-
-async function exists(client: pg.ClientBase, table: QualifiedName): Promise<boolean> {
-  const { rows } = await client.query<{ exists: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')) AS exists`,
-    [table.schema, table.table],
-  );
-  return rows[0]!.exists;
 }
 
 async function primaryKeyColumns(client: pg.ClientBase, table: QualifiedName): Promise<string[]> {
@@ -84,7 +75,7 @@ export async function copyBackSql(client: pg.ClientBase, original: QualifiedName
     `-- (captured ${manifest.created_at}); row count and content hash were verified against the snapshot.`,
   ];
 
-  if (!(await exists(client, original))) {
+  if (!(await tableExists(client, original))) {
     const renames: string[] = [];
     for (const index of recoveredDef.indexes) {
       const name = renameForTable(index.name, recovered.table, original.table);

@@ -6,14 +6,7 @@
  * the renames that swap a `--replace` build into place. `--dry-run` prints this plan.
  */
 import type pg from 'pg';
-import {
-  createTableSql,
-  identityClause,
-  type ColumnDefinition,
-  type OwnedSequence,
-  type PartitionDefinition,
-  type TableDefinition,
-} from '../db/catalog.js';
+import { createTableSql, identityClause, type ColumnDefinition, type OwnedSequence, type PartitionDefinition, type TableDefinition, tableExists } from '../db/catalog.js';
 import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../db/identifiers.js';
 import { renameForTable, type SchemaNames } from './names.js';
 
@@ -95,15 +88,6 @@ function sequenceOptions(sequence: OwnedSequence): string {
     `CACHE ${sequence.cache}`,
     sequence.cycle ? 'CYCLE' : 'NO CYCLE',
   ].join(' ');
-}
-
-async function tableExists(client: pg.ClientBase, table: QualifiedName): Promise<boolean> {
-  const { rows } = await client.query<{ exists: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')) AS exists`,
-    [table.schema, table.table],
-  );
-  return rows[0]!.exists;
 }
 
 export async function planRestore(options: PlanOptions): Promise<RestorePlan> {

@@ -26,6 +26,7 @@ import { copyColumnsFor, copyStatement, loadRows } from './load.js';
 import { takenRelationNames, truncateIdentifier } from './names.js';
 import { foreignKeySql, planRestore, sequenceResetSql, type RestorePlan, type SkippedForeignKey } from './plan.js';
 import { fetchVerifiedDataFile, type VerifiedDataFile } from './verified-file.js';
+import { relationExists } from '../db/catalog.js';
 
 export interface RestoreItem {
   manifest: Manifest;
@@ -76,15 +77,6 @@ interface ReplacedOriginal {
 /** Resolve a user-written table name; an unqualified name means the snapshot's schema. */
 export function resolveTableName(input: string | QualifiedName, defaultSchema: string): QualifiedName {
   return typeof input === 'string' ? parseQualifiedName(input, defaultSchema) : input;
-}
-
-async function tableExists(client: pg.ClientBase, table: QualifiedName): Promise<boolean> {
-  const { rows } = await client.query<{ exists: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = $1 AND c.relname = $2) AS exists`,
-    [table.schema, table.table],
-  );
-  return rows[0]!.exists;
 }
 
 async function ensureSchema(client: pg.ClientBase, schema: string): Promise<void> {
@@ -184,7 +176,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
       for (const [index, item] of ordered.entries()) {
         const { manifest, target } = item;
         const file = files[index]!;
-        const exists = await tableExists(client, target);
+        const exists = await relationExists(client, target);
         if (exists && !options.replace) {
           throw new ConflictError(`${quoteQualified(target)} already exists`, {
             hint: 'restore into another name with --into NAME, or pass --replace to swap the table after the restored copy verifies',
