@@ -6,7 +6,7 @@
  */
 import type pg from 'pg';
 import { describeError } from '../errors/index.js';
-import { listMigrations } from '../install/install.js';
+import { appliedMigrations, listMigrations } from '../install/install.js';
 import type { Storage } from '../storage/storage.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
@@ -31,11 +31,10 @@ async function checkServer(client: pg.ClientBase): Promise<CheckResult> {
 
 async function checkInstalled(client: pg.ClientBase): Promise<CheckResult> {
   const available = await listMigrations();
-  const { rows } = await client.query<{ exists: boolean }>(`SELECT to_regclass('backstop.migrations') IS NOT NULL AS exists`);
-  if (!rows[0]!.exists) {
+  const applied = await appliedMigrations(client);
+  if (applied.size === 0) {
     return { check: 'install', status: 'fail', detail: 'Backstop is not installed in this database', hint: 'run backstop install --db … as a superuser' };
   }
-  const applied = new Set((await client.query<{ name: string }>(`SELECT name FROM backstop.migrations`)).rows.map((r) => r.name));
   const pending = available.filter((name) => !applied.has(name));
   if (pending.length > 0) {
     return { check: 'install', status: 'fail', detail: `${pending.length} migration(s) not applied: ${pending.join(', ')}`, hint: 'run backstop install --db … to upgrade' };

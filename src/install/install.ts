@@ -34,7 +34,8 @@ export async function listMigrations(): Promise<string[]> {
     .sort();
 }
 
-async function appliedMigrations(client: pg.Client): Promise<Set<string>> {
+/** Names of the migrations already applied here (empty when Backstop is not installed). */
+export async function appliedMigrations(client: pg.ClientBase): Promise<Set<string>> {
   const { rows } = await client.query<{ exists: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS exists`, [
     `${MIGRATIONS_SCHEMA}.${MIGRATIONS_TABLE}`,
   ]);
