@@ -1,10 +1,12 @@
 /**
  * Rows of a local Parquet file as PostgreSQL COPY text-format data, rendered by DuckDB.
  *
- * DuckDB reads the file and builds each whole COPY line in SQL (one VARCHAR per row), so
- * JavaScript only joins lines of a chunk (2048 rows) and hands them to COPY: memory stays bounded
- * by a chunk whatever the file's size. Every value is rendered in a form PostgreSQL's input
- * function reads back to the same value:
+ * DuckDB reads the file, builds each whole COPY line in SQL (one VARCHAR per row) and writes the
+ * lines with its own CSV writer (no quoting) into a named pipe; restore streams the pipe's bytes
+ * to COPY. No row ever becomes a JavaScript value, and memory stays bounded by DuckDB's row groups
+ * and the pipe, whatever the file's size. Every value is rendered in a form PostgreSQL's input
+ * function reads back to the same value — for the common types, in exactly the form PostgreSQL
+ * prints, so that the row hash of the loaded lines equals the snapshot's:
  * - columns stored as text hold the PostgreSQL text form and go through verbatim (escaped);
  * - native columns are cast to DuckDB's text form, which PostgreSQL accepts exactly: shortest
  *   round-trip floats with nan/inf/-inf/-0.0, dates and timestamps with microseconds, infinity
@@ -12,8 +14,17 @@
  *   t/f and blobs `\x` hex.
  */
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
+import { execFile } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { constants } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
-import { SnapshotError } from '../errors/index.js';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { SnapshotError, describeError } from '../errors/index.js';
+
+const execFileAsync = promisify(execFile);
 
 export interface CopyColumn {
   /** Column name in the Parquet file. */
@@ -22,12 +33,6 @@ export interface CopyColumn {
   storedAs: 'native' | 'text';
   /** PostgreSQL type, for messages and for telling bytea from text in a BLOB column. */
   pgType: string;
-}
-
-export interface CopyTextChunk {
-  /** One or more complete lines, each ending in \n. */
-  text: string;
-  rows: number;
 }
 
 const NULL_MARKER = `'\\N'`;
@@ -68,7 +73,8 @@ export function renderExpression(column: CopyColumn, duckType: string): string {
   if (duckType === 'JSON') return escapeText(`CAST(${ref} AS VARCHAR)`);
   if (duckType === 'BLOB') {
     if (column.storedAs === 'text' || !/^bytea$/.test(column.pgType)) return escapeText(`decode(${ref})`);
-    return `'\\\\x' || hex(${ref})`;
+    // Lower-case, as PostgreSQL prints it (bytea_output = hex).
+    return `'\\\\x' || lower(hex(${ref}))`;
   }
   if (column.storedAs === 'text') {
     throw new SnapshotError(`column "${column.parquetName}" is recorded as stored as text but the Parquet file holds ${duckType}`, {
@@ -86,13 +92,45 @@ export interface ParquetCopyReader {
   rowCount(): Promise<number>;
   /** The query that renders the lines; shown by --dry-run and in debug logs. */
   readonly sql: string;
-  chunks(): AsyncGenerator<CopyTextChunk>;
-  close(): void;
+  /**
+   * The COPY text, as a byte stream (call once). It ends after the last line, or fails with
+   * DuckDB's error; destroying it stops DuckDB.
+   */
+  stream(): Promise<Readable>;
+  /** Stop DuckDB (if still writing) and release it. */
+  close(): Promise<void>;
+}
+
+export interface ParquetCopyReaderOptions {
+  /** Folder for the pipe (default: the file's folder). */
+  workDir?: string;
+  /**
+   * DuckDB threads (default 1). PostgreSQL's COPY takes a core of its own, and one DuckDB thread
+   * renders faster than COPY parses; see BENCHMARKS.md.
+   */
+  threads?: number;
+}
+
+/** The read end of a named pipe as a stream, held open until `release()` so it cannot report EOF before the writer came. */
+function openPipeReader(fifo: string): { stream: net.Socket; release(): void } {
+  const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  // A reader with no writer reads EOF at once; our own write end stands in for DuckDB's until
+  // DuckDB has finished (or failed), so the stream ends only after the last line.
+  const holdFd = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+  let held = true;
+  return {
+    stream: new net.Socket({ fd: readFd, readable: true, writable: false }),
+    release() {
+      if (!held) return;
+      held = false;
+      closeSync(holdFd);
+    },
+  };
 }
 
 /** Open a local Parquet file for rendering `columns` (in COPY column order) as COPY text. */
-export async function openParquetCopyReader(file: string, columns: CopyColumn[]): Promise<ParquetCopyReader> {
-  const threads = Math.max(1, Math.min(2, os.availableParallelism()));
+export async function openParquetCopyReader(file: string, columns: CopyColumn[], options: ParquetCopyReaderOptions = {}): Promise<ParquetCopyReader> {
+  const threads = Math.max(1, options.threads ?? 1);
   const instance = await DuckDBInstance.create(':memory:', { threads: String(threads), temp_directory: os.tmpdir() });
   let connection: DuckDBConnection | undefined;
   try {
@@ -121,24 +159,39 @@ export async function openParquetCopyReader(file: string, columns: CopyColumn[])
     const line = fields.length === 0 ? `''` : fields.join(` || chr(9) || `);
     const sql = `SELECT ${line} AS line FROM ${source}`;
     const conn = connection;
+    let pipe: net.Socket | undefined;
+    let writing: Promise<unknown> | undefined;
     return {
       sql,
       async rowCount() {
         const reader = await conn.runAndReadAll(`SELECT count(*)::BIGINT AS n FROM ${source}`);
         return Number(reader.getRowsJS()[0]![0]);
       },
-      async *chunks() {
-        const result = await conn.stream(sql);
-        for await (const chunk of result) {
-          const lines = chunk.getColumnValues(0) as string[];
-          // A fetched chunk's native memory is otherwise freed only when V8 collects the chunk
-          // object, which it has no reason to do soon: measured, RSS grew with the table's size
-          // (3 GB for 900 MB of rows) instead of levelling off.
-          chunk.reset();
-          yield { text: `${lines.join('\n')}\n`, rows: lines.length };
-        }
+      async stream() {
+        if (writing) throw new SnapshotError('the rows of a snapshot file can be streamed once per reader');
+        const fifo = path.join(options.workDir ?? path.dirname(file), `rows-${process.pid}-${Date.now()}.copy`);
+        await execFileAsync('mkfifo', ['-m', '600', fifo]);
+        const reader = openPipeReader(fifo);
+        pipe = reader.stream;
+        const stream = reader.stream;
+        // One column, never NULL, written without quotes: each row is its COPY text line.
+        writing = conn.run(`COPY (${sql}) TO ${duckString(fifo)} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '')`).then(
+          () => reader.release(),
+          (error: unknown) => {
+            reader.release();
+            stream.destroy(new SnapshotError(`DuckDB could not render the snapshot's rows: ${describeError(error)}`, {
+              cause: error,
+              hint: 'verify the snapshot (backstop verify); if it is intact, report this with its manifest',
+            }));
+          },
+        );
+        return stream;
       },
-      close() {
+      async close() {
+        // With our end gone, a DuckDB blocked writing into the pipe fails with EPIPE and stops.
+        pipe?.destroy();
+        conn.interrupt();
+        await writing;
         conn.closeSync();
         instance.closeSync();
       },

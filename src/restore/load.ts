@@ -1,8 +1,7 @@
 /**
  * Load a verified Parquet data file into a freshly created table with COPY FROM STDIN (text
- * format), streamed chunk by chunk from DuckDB (see copy-text.ts), with progress.
+ * format), streamed from DuckDB (see copy-text.ts) through the row hasher, with progress.
  */
-import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import copyStreams from 'pg-copy-streams';
@@ -11,6 +10,7 @@ import { quoteIdent, quoteQualified, type QualifiedName } from '../db/identifier
 import { SnapshotError } from '../errors/index.js';
 import type { ProgressReporter } from '../log/progress.js';
 import type { Manifest } from '../snapshot/manifest.js';
+import { RowHasher, hashingStream, type RowHashResult } from '../snapshot/row-hash/row-hasher.js';
 import { openParquetCopyReader, type CopyColumn } from './copy-text.js';
 
 export interface LoadOptions {
@@ -45,33 +45,34 @@ export function copyStatement(table: QualifiedName, columns: ColumnDefinition[],
   return `COPY ${quoteQualified(table)} (${columns.map((c) => quoteIdent(c.name)).join(', ')}) FROM STDIN${freeze ? ' WITH (FREEZE)' : ''}`;
 }
 
-/** Load every row; resolves with the number of rows loaded. */
-export async function loadRows(options: LoadOptions): Promise<number> {
+export interface LoadedRows {
+  /** Rows COPY reported loaded. */
+  rows: number;
+  /** The row hash of the COPY text sent (null when there was nothing to COPY). */
+  hash: RowHashResult | null;
+}
+
+/** Load every row. */
+export async function loadRows(options: LoadOptions): Promise<LoadedRows> {
   const { client, manifest, table, columns } = options;
   if (columns.length === 0) {
     // Nothing to COPY (no columns, or only generated ones): the rows still exist.
     const result = await client.query(`INSERT INTO ${quoteQualified(table)} SELECT FROM pg_catalog.generate_series(1, $1::bigint)`, [manifest.row_count]);
     options.progress?.done(result.rowCount ?? 0);
-    return result.rowCount ?? 0;
+    return { rows: result.rowCount ?? 0, hash: null };
   }
   const reader = await openParquetCopyReader(options.file, copyColumnsFor(manifest, columns));
-  let rows = 0;
+  const hasher = new RowHasher('text');
+  let loaded: number;
   try {
-    const lines = Readable.from(
-      (async function* () {
-        for await (const chunk of reader.chunks()) {
-          rows += chunk.rows;
-          options.progress?.update(rows);
-          yield chunk.text;
-        }
-      })(),
-      // A chunk can be megabytes (2048 wide rows): keep at most two ahead of COPY.
-      { highWaterMark: 2 },
-    );
-    await pipeline(lines, client.query(copyStreams.from(copyStatement(table, columns, options.freeze))));
+    const lines = await reader.stream();
+    const copy = client.query(copyStreams.from(copyStatement(table, columns, options.freeze)));
+    await pipeline(lines, hashingStream(hasher, options.progress ? (rows) => options.progress!.update(rows) : undefined), copy);
+    loaded = copy.rowCount;
   } finally {
-    reader.close();
+    await reader.close();
   }
-  options.progress?.done(rows);
-  return rows;
+  const hash = hasher.result();
+  options.progress?.done(hash.rows);
+  return { rows: loaded, hash };
 }

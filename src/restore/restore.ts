@@ -3,8 +3,8 @@
  *
  * Every data file is downloaded and checked against its manifest's SHA-256 before anything is
  * created. Then, in ONE transaction: each table is created from its captured definition (without
- * identity), loaded with COPY, its row count and content hash verified against the manifest, and
- * only then given its identity, sequences, indexes and constraints; `--replace` drops the
+ * identity), loaded with COPY, its row count and content hash verified against the manifest
+ * (verify-rows.ts), and only then given its identity, sequences, indexes and constraints; `--replace` drops the
  * original and renames the verified build into place; foreign keys come last, once every table
  * of the run exists under its final name. Any failure rolls the whole transaction back: no table
  * is ever left half-restored, and an original is never dropped for a copy that did not verify.
@@ -15,7 +15,7 @@ import { displayName, parseQualifiedName, quoteIdent, quoteQualified, type Quali
 import { BackstopError, ConfigError, ConflictError, DatabaseError, NotFoundError, VerificationError, describeError } from '../errors/index.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import { createProgress } from '../log/progress.js';
-import { contentHash, sameContent, type ContentHash } from '../snapshot/content-hash.js';
+import type { ContentHash } from '../snapshot/content-hash.js';
 import { findManifest, listManifests } from '../snapshot/list.js';
 import type { Manifest } from '../snapshot/manifest.js';
 import { setCanonicalSettingsLocal } from '../snapshot/session-settings.js';
@@ -26,6 +26,7 @@ import { copyColumnsFor, copyStatement, loadRows } from './load.js';
 import { takenRelationNames, truncateIdentifier } from './names.js';
 import { foreignKeySql, planRestore, sequenceResetSql, type RestorePlan, type SkippedForeignKey } from './plan.js';
 import { fetchVerifiedDataFile, type VerifiedDataFile } from './verified-file.js';
+import { verifyRestoredRows, type RowCheck } from './verify-rows.js';
 import { relationExists } from '../db/catalog.js';
 
 export interface RestoreItem {
@@ -52,6 +53,8 @@ export interface RestoredTable {
   target: QualifiedName;
   rows: number;
   contentHash: ContentHash;
+  /** How the rows were checked against the snapshot (src/restore/verify-rows.ts); null on a dry run. */
+  verifiedBy: RowCheck | null;
   /** True when an existing table was replaced. */
   replaced: boolean;
   /** Foreign keys not restored, and why. */
@@ -193,6 +196,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
           target,
           rows: manifest.row_count,
           contentHash: manifest.content_hash,
+          verifiedBy: null,
           replaced: exists,
           skippedForeignKeys: plan.skippedForeignKeys,
           plan,
@@ -209,7 +213,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
             const rows = await reader.rowCount();
             if (rows !== manifest.row_count) throw new VerificationError(`snapshot ${manifest.snapshot_id} holds ${rows} rows, its manifest says ${manifest.row_count}`, { hint: 'pick another snapshot' });
           } finally {
-            reader.close();
+            await reader.close();
           }
           continue;
         }
@@ -224,19 +228,10 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         const loaded = await loadRows({ client, manifest, file: file.path, table: plan.build, columns: plan.copyColumns, freeze: manifest.definition.relkind === 'table', ...(progress ? { progress } : {}) });
         result.loadMs = Date.now() - loadStarted;
 
-        const hash = await contentHash(client, plan.build);
-        if (loaded !== manifest.row_count || hash.row_count !== manifest.row_count) {
-          throw new VerificationError(`restored ${hash.row_count} rows of ${displayName(plan.source)}, the snapshot has ${manifest.row_count}`, {
-            hint: 'the restore was rolled back; verify the snapshot (backstop verify) or pick another one',
-          });
-        }
-        if (!sameContent(hash, manifest.content_hash)) {
-          throw new VerificationError(`the restored rows of ${displayName(plan.source)} do not match the snapshot's content hash (${hash.value} ≠ ${manifest.content_hash.value})`, {
-            hint: 'the restore was rolled back; this is a fidelity bug — report it with the snapshot\'s manifest',
-          });
-        }
-        result.contentHash = hash;
-        log.info('rows verified', { rows: loaded, content_hash: hash.value, load_ms: result.loadMs });
+        const verification = await verifyRestoredRows(client, manifest, plan.build, plan.copyColumns, loaded);
+        result.contentHash = verification.hash;
+        result.verifiedBy = verification.method;
+        log.info('rows verified', { rows: loaded.rows, content_hash: verification.hash.value, verified_by: verification.method, load_ms: result.loadMs });
 
         for (const sql of plan.afterLoad) await client.query(sql);
         for (const reset of plan.sequenceResets) {

@@ -3,11 +3,10 @@
  *
  * 1. In one read-only REPEATABLE READ transaction (one database snapshot for every table of a
  *    group; parallel workers join it through pg_export_snapshot), for each table: describe it
- *    (src/db/catalog), scan it once for the content hash, row widths and values a native Parquet
- *    type cannot hold, and COPY it as CSV through DuckDB into a local Parquet file. The COPY runs
- *    beside the scan on a second connection in the same snapshot, assuming every column native
- *    and rows within the default CSV buffer; when the scan proves that wrong (or the encode
- *    fails), the file is encoded again with the scan's results.
+ *    (src/db/catalog) and COPY it once as CSV through the row hasher (content hash, row count,
+ *    longest record) into DuckDB, which writes a local Parquet file. When DuckDB refuses a value
+ *    its native type cannot hold (or a record too long for its buffer), the COPY still runs to its
+ *    end, the columns at fault are found with a cheap range check, and the rows are encoded again.
  * 2. After the transaction: upload each data file, hashing it (SHA-256) as it streams, and check
  *    the stored size against the local file.
  * 3. Only then write the manifests — the commit point. Any failure or abort before that removes
@@ -26,11 +25,12 @@ import { silentLogger, type Logger } from '../log/logger.js';
 import { createProgress } from '../log/progress.js';
 import { digestingStream } from '../storage/digest.js';
 import type { Storage } from '../storage/storage.js';
-import { CONTENT_HASH_ALGORITHM, hashOfTextSql, rowSourceSql, type ContentHash } from './content-hash.js';
+import { contentHashOf, copyOutSql, rowSourceSql, type ContentHash } from './content-hash.js';
 import { inSnapshotTransaction, type DatabaseSource } from './database-session.js';
 import { snapshotKeys, type SnapshotKeys } from './layout.js';
 import { MANIFEST_FORMAT_VERSION, serializeManifest, type Manifest, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
-import { encodeCsvToParquet, type ParquetEncodeResult } from './parquet-encoder.js';
+import { ParquetEncodeRejected, encodeCsvToParquet, type ParquetEncodeResult } from './parquet-encoder.js';
+import type { RowHashResult } from './row-hash/row-hasher.js';
 import { CANONICAL_SETTINGS } from './session-settings.js';
 import { newGroupId, newSnapshotId, storageTimestamp } from './snapshot-id.js';
 import { parquetNames, planColumn, resolveStorage, unrepresentableSql, type ColumnStorage } from './type-mapping.js';
@@ -148,44 +148,23 @@ async function tableDefinitions(client: pg.ClientBase, target: CaptureTarget, wa
   }
 }
 
-interface ScanResult {
-  rowCount: number;
-  hashValue: string;
-  maxRowBytes: number;
-  totalRowBytes: number;
-  unrepresentable: boolean[];
-}
-
 /**
- * One pass over the rows: content hash, row widths, and columns with values native types cannot
- * hold. OFFSET 0 keeps the subquery from being flattened, so t::text is computed once per row.
+ * Columns holding a value their native Parquet type cannot carry, in one pass over the rows that
+ * evaluates only the range checks (no text forms): needed only after DuckDB refused a file.
  */
-async function scanRows(client: pg.ClientBase, from: string, checks: Array<string | null>): Promise<ScanResult> {
-  const flags = checks.map((check, index) => (check ? `, pg_catalog.bool_or(r.check_${index}) AS flag_${index}` : '')).join('');
-  const inner = checks.map((check, index) => (check ? `, (${check}) AS check_${index}` : '')).join('');
-  const { rows } = await client.query<Record<string, string | boolean | null>>(
-    `SELECT pg_catalog.count(*)::bigint::text AS row_count,
-            COALESCE(pg_catalog.sum(${hashOfTextSql('r.row_text')}), 0)::text AS hash_value,
-            COALESCE(pg_catalog.max(pg_catalog.octet_length(r.row_text)), 0)::bigint::text AS max_row_bytes,
-            COALESCE(pg_catalog.sum(pg_catalog.octet_length(r.row_text)), 0)::bigint::text AS total_row_bytes
-            ${flags}
-       FROM (SELECT t::text AS row_text ${inner} FROM ${from} AS t OFFSET 0) AS r`,
-  );
-  const row = rows[0]!;
-  return {
-    rowCount: Number(row.row_count),
-    hashValue: String(row.hash_value),
-    maxRowBytes: Number(row.max_row_bytes),
-    totalRowBytes: Number(row.total_row_bytes),
-    unrepresentable: checks.map((_, index) => row[`flag_${index}`] === true),
-  };
+async function unrepresentableColumns(client: pg.ClientBase, from: string, checks: Array<string | null>): Promise<boolean[]> {
+  const items = checks.flatMap((check, index) => (check ? [`pg_catalog.bool_or(${check}) AS flag_${index}`] : []));
+  if (items.length === 0) return checks.map(() => false);
+  const { rows } = await client.query<Record<string, boolean | null>>(`SELECT ${items.join(', ')} FROM ${from} AS t`);
+  return checks.map((_, index) => rows[0]?.[`flag_${index}`] === true);
 }
 
 interface RelationFacts {
   unlogged: boolean;
   sizeBytes: number;
-  /** pg_class.reltuples and the heap size, when the relation has been vacuumed or analyzed. */
+  /** pg_class.reltuples, when the relation has been vacuumed or analyzed. */
   estimatedRows: number | null;
+  /** Average row size on disk by the same statistics. */
   estimatedRowBytes: number | null;
 }
 
@@ -213,12 +192,21 @@ async function relationFacts(client: pg.ClientBase, relation: QualifiedName): Pr
   };
 }
 
+/** Average text width of the first rows, for a table without statistics (never vacuumed or analyzed). */
+async function sampledRowBytes(client: pg.ClientBase, from: string): Promise<number | null> {
+  const { rows } = await client.query<{ bytes: number | null }>(
+    `SELECT avg(pg_catalog.octet_length(s.t::text))::float8 AS bytes FROM (SELECT t FROM ${from} AS t LIMIT 100) AS s`,
+  );
+  return rows[0]?.bytes ?? null;
+}
+
 const MB = 1024 * 1024;
 /**
- * Longest CSV record the optimistic encode accepts: the encoder's 32 MB CSV buffer holds it, so
- * it costs no more memory than a table of short rows already takes.
+ * Longest CSV record the first encode accepts: the encoder's 32 MB CSV buffer holds it, so it
+ * costs no more memory than a table of short rows already takes. A longer one makes DuckDB refuse
+ * the file; the second encode then knows the longest record from the row hash.
  */
-const OPTIMISTIC_MAX_RECORD_BYTES = 31 * MB;
+const FIRST_MAX_RECORD_BYTES = 31 * MB;
 
 /** How DuckDB reads the CSV and which type each column is written as. */
 interface EncodePlan {
@@ -231,36 +219,13 @@ function rowGroupRowsFor(averageRowBytes: number): number {
   return Math.min(MAX_ROW_GROUP_ROWS, Math.max(MIN_ROW_GROUP_ROWS, Math.floor(ROW_GROUP_TARGET_BYTES / Math.max(1, averageRowBytes))));
 }
 
-/** The plan the scan's results call for (what every capture used before the optimistic encode). */
-function exactPlan(plans: ReturnType<typeof planColumn>[], scan: ScanResult): EncodePlan {
-  return {
-    storages: plans.map((plan, index) => resolveStorage(plan, scan.unrepresentable[index]!)),
-    // CSV doubles quotes, and float4 widens to float8 text: allow for both.
-    maxRecordBytes: 2 * scan.maxRowBytes + 32 * plans.length + MB,
-    rowGroupRows: rowGroupRowsFor(scan.rowCount > 0 ? scan.totalRowBytes / scan.rowCount : 1),
-  };
+function averageRowBytes(hash: RowHashResult): number {
+  return hash.rows > 0 ? hash.bytes / hash.rows : 1;
 }
 
-/**
- * Whether a file encoded with `optimistic` is what `exact` calls for: the same type for every
- * column, every record within the reader's limit, and row groups within a factor of two of the
- * 64 MB target (memory stays bounded; the row group size is not recorded anywhere).
- */
-function optimisticHolds(optimistic: EncodePlan, exact: EncodePlan): boolean {
-  return (
-    optimistic.storages.every((storage, index) => storage.storedAs === exact.storages[index]!.storedAs) &&
-    Math.max(2 * MB, exact.maxRecordBytes) <= optimistic.maxRecordBytes &&
-    optimistic.rowGroupRows <= 2 * exact.rowGroupRows &&
-    exact.rowGroupRows <= 2 * optimistic.rowGroupRows
-  );
-}
-
-/** A second connection is taken only when a pool has one to give right away (no deadlock on a small pool). */
-function canOpenSecondConnection(database: DatabaseSource | undefined): database is DatabaseSource {
-  if (!database) return false;
-  if (!(database instanceof pg.Pool)) return true;
-  const max = (database.options as { max?: number }).max ?? 10;
-  return database.waitingCount === 0 && (database.idleCount > 0 || database.totalCount < max);
+/** Row groups more than 4× the 64 MB target (the row width estimate was far off): memory on restore grows with them. */
+function rowGroupsTooLarge(plan: EncodePlan, hash: RowHashResult): boolean {
+  return plan.rowGroupRows > MIN_ROW_GROUP_ROWS && plan.rowGroupRows > 4 * rowGroupRowsFor(averageRowBytes(hash));
 }
 
 async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir: string, options: CaptureOptions, logger: Logger): Promise<CapturedData> {
@@ -279,86 +244,85 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
   const names = parquetNames(columns);
   const plans = columns.map((column, index) => planColumn(column, names[index]!));
   const checks = plans.map(unrepresentableSql);
+  const copySql = copyOutSql(from, columns.map((column) => column.name));
   options.signal?.throwIfAborted();
 
   const label = `snapshot ${displayName(target.table)}`;
   const progress = options.progress ? createProgress({ label, logger, ...(facts.estimatedRows ? { totalRows: facts.estimatedRows } : {}) }) : undefined;
-  const encodeWith = async (copyClient: pg.ClientBase, plan: EncodePlan, dir: string): Promise<{ encoded: ParquetEncodeResult; copied: number }> => {
+  let attempts = 0;
+  const encodeWith = async (plan: EncodePlan): Promise<{ encoded: ParquetEncodeResult; copied: number }> => {
+    const dir = path.join(workDir, `encode-${++attempts}`);
+    await mkdir(dir);
     let copyStream: copyStreams.CopyToStreamQuery | undefined;
-    const selectList = plan.storages.map((s) => s.pgSelect).join(', ');
-    const encoded = await encodeCsvToParquet({
-      workDir: dir,
-      columns: plan.storages.map((s, index) => ({ parquetName: names[index]!, expression: s.duckdbExpression })),
-      openCsv: () => {
-        copyStream = copyClient.query(copyStreams.to(`COPY (SELECT ${selectList} FROM ${from} AS t) TO STDOUT (FORMAT csv)`));
-        return copyStream;
-      },
-      maxRecordBytes: plan.maxRecordBytes,
-      rowGroupRows: plan.rowGroupRows,
-      ...(options.duckdbMemoryLimitBytes ? { memoryLimitBytes: options.duckdbMemoryLimitBytes } : {}),
-      ...(options.duckdbThreads ? { threads: options.duckdbThreads } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-      ...(progress ? { onProgress: (records: number, bytes: number) => progress.update(records, bytes) } : {}),
-    });
-    return { encoded, copied: copyStream?.rowCount ?? -1 };
+    try {
+      const encoded = await encodeCsvToParquet({
+        workDir: dir,
+        columns: plan.storages.map((s, index) => ({ parquetName: names[index]!, expression: s.duckdbExpression })),
+        openCsv: () => {
+          copyStream = client.query(copyStreams.to(copySql));
+          return copyStream;
+        },
+        maxRecordBytes: plan.maxRecordBytes,
+        rowGroupRows: plan.rowGroupRows,
+        ...(options.duckdbMemoryLimitBytes ? { memoryLimitBytes: options.duckdbMemoryLimitBytes } : {}),
+        ...(options.duckdbThreads ? { threads: options.duckdbThreads } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+        ...(progress ? { onProgress: (rows: number, bytes: number) => progress.update(rows, bytes) } : {}),
+      });
+      return { encoded, copied: copyStream?.rowCount ?? -1 };
+    } catch (error) {
+      await rm(dir, { recursive: true, force: true });
+      throw error;
+    }
   };
 
-  // The scan (content hash, row widths, values native types cannot hold) and the encode each
-  // take about half of a capture. The encode starts at once on a second connection in the same
-  // snapshot, assuming the common case (every column native, records within the default CSV
-  // buffer); the scan runs here meanwhile. When the scan shows the assumption wrong, or the
-  // optimistic encode fails, its file is discarded and the rows are encoded again here with
-  // the scan's results. The optimistic side has its own connection so that a COPY it abandons
-  // never leaves this one (which commits the capture's transaction) in the middle of a COPY.
-  const database = options.database ?? options.pool;
-  let scan: ScanResult;
-  let plan: EncodePlan;
+  // One COPY, as CSV, through the row hasher into DuckDB: the content hash, the row count and the
+  // longest record come from the same read that writes the Parquet file. Every column that can be
+  // native is encoded natively; when DuckDB refuses a value (or a record outgrows its buffer), the
+  // COPY still runs to its end, and the rows are encoded a second time with what was learned.
+  const estimatedRowBytes = facts.estimatedRowBytes ?? (await sampledRowBytes(client, from));
+  let plan: EncodePlan = {
+    storages: plans.map((p) => resolveStorage(p, false)),
+    maxRecordBytes: FIRST_MAX_RECORD_BYTES,
+    rowGroupRows: rowGroupRowsFor(estimatedRowBytes ?? 1),
+  };
+  let unrepresentable = plans.map(() => false);
+  let earlierHash: RowHashResult | undefined;
   let result: { encoded: ParquetEncodeResult; copied: number };
-  const exported = canOpenSecondConnection(database)
-    ? (await client.query<{ id: string }>('SELECT pg_catalog.pg_export_snapshot() AS id')).rows[0]!.id
-    : undefined;
-  const optimisticDir = path.join(workDir, 'optimistic');
-  if (exported) await mkdir(optimisticDir);
-  // Checked again right before the pool is asked (synchronously, no await in between): a
-  // second connection we had to wait for could deadlock a small pool.
-  if (exported && canOpenSecondConnection(database)) {
-    const optimistic: EncodePlan = {
-      storages: plans.map((p) => resolveStorage(p, false)),
-      maxRecordBytes: OPTIMISTIC_MAX_RECORD_BYTES,
-      rowGroupRows: rowGroupRowsFor(facts.estimatedRowBytes ?? 1),
+  try {
+    result = await encodeWith(plan);
+  } catch (error) {
+    if (!(error instanceof ParquetEncodeRejected)) throw error;
+    earlierHash = error.hash;
+    unrepresentable = await unrepresentableColumns(client, from, checks);
+    plan = {
+      storages: plans.map((p, index) => resolveStorage(p, unrepresentable[index]!)),
+      // The hash measured the CSV records themselves, which is what DuckDB's buffer must hold.
+      maxRecordBytes: error.hash.maxRowBytes + MB,
+      rowGroupRows: rowGroupRowsFor(averageRowBytes(error.hash)),
     };
-    const encoding = inSnapshotTransaction(database, exported, (second) => encodeWith(second, optimistic, optimisticDir), options.signal);
-    const [scanned, encoded] = await Promise.allSettled([scanRows(client, from, checks), encoding]);
-    if (scanned.status === 'rejected') throw scanned.reason;
-    options.signal?.throwIfAborted();
-    scan = scanned.value;
-    plan = exactPlan(plans, scan);
-    if (encoded.status === 'fulfilled' && optimisticHolds(optimistic, plan)) {
-      result = encoded.value;
-    } else {
-      logger.debug('optimistic encode discarded', {
-        table: displayName(target.table),
-        reason: encoded.status === 'rejected' ? describeError(encoded.reason) : 'the scan found values or rows the optimistic encode did not allow for',
-      });
-      await rm(optimisticDir, { recursive: true, force: true });
-      result = await encodeWith(client, plan, workDir);
-    }
-  } else {
-    scan = await scanRows(client, from, checks);
-    plan = exactPlan(plans, scan);
-    result = await encodeWith(client, plan, workDir);
+    logger.debug('encoding the rows again', { table: displayName(target.table), reason: describeError(error.cause), max_record_bytes: error.hash.maxRowBytes });
+    result = await encodeWith(plan);
+  }
+  if (rowGroupsTooLarge(plan, result.encoded.hash)) {
+    logger.debug('encoding the rows again with smaller row groups', { table: displayName(target.table), average_row_bytes: averageRowBytes(result.encoded.hash) });
+    earlierHash = result.encoded.hash;
+    await rm(path.dirname(result.encoded.file), { recursive: true, force: true });
+    plan = { ...plan, rowGroupRows: rowGroupRowsFor(averageRowBytes(result.encoded.hash)) };
+    result = await encodeWith(plan);
   }
   const { encoded, copied } = result;
+  const hash = encoded.hash;
   const storages = plan.storages;
 
   plans.forEach((plan, index) => {
-    if (scan.unrepresentable[index]) {
+    if (unrepresentable[index]) {
       warnings.push(
         `column "${plan.column.name}" (${plan.column.type}) holds values its Parquet type cannot carry exactly (NaN, infinity, BC or beyond year 9999): stored as text`,
       );
     }
   });
-  const asText = plans.filter((plan, index) => storages[index]!.storedAs === 'text' && !scan.unrepresentable[index]);
+  const asText = plans.filter((plan, index) => storages[index]!.storedAs === 'text' && !unrepresentable[index]);
   if (asText.length > 0) {
     warnings.push(`stored as PostgreSQL text form (no exact Parquet type): ${asText.map((p) => `"${p.column.name}" (${p.column.type})`).join(', ')}`);
   }
@@ -366,12 +330,17 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
     if (name !== columns[index]!.name) warnings.push(`column "${columns[index]!.name}" is named "${name}" in the Parquet file (DuckDB names are case-insensitive)`);
   });
 
-  progress?.done(encoded.rows, encoded.csvBytes);
-  if (encoded.rows !== scan.rowCount || copied !== scan.rowCount) {
+  progress?.done(encoded.rows, hash.bytes);
+  if (encoded.rows !== hash.rows || copied !== hash.rows || (earlierHash && (earlierHash.rows !== hash.rows || earlierHash.value !== hash.value))) {
     throw new SnapshotError(
-      `row counts of ${displayName(target.table)} disagree: ${scan.rowCount} hashed, ${copied} copied, ${encoded.rows} written to Parquet`,
+      `row counts of ${displayName(target.table)} disagree: ${hash.rows} hashed, ${copied} copied, ${encoded.rows} written to Parquet${earlierHash ? `, ${earlierHash.rows} in the first read` : ''}`,
       { hint: 'this is a bug in Backstop; report it with the table definition' },
     );
+  }
+  if (!hash.conclusive) {
+    throw new SnapshotError(`PostgreSQL's CSV for ${displayName(target.table)} held a carriage return outside quotes, which the content hash cannot read`, {
+      hint: 'this is a bug in Backstop; report it with the table definition',
+    });
   }
 
   const manifestColumns: ManifestColumn[] = columns.map((column, index) => ({
@@ -387,12 +356,12 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
     duckdb_type: storages[index]!.duckdbType,
     stored_as: storages[index]!.storedAs,
   }));
-  logger.debug('rows encoded', { table: displayName(target.table), rows: scan.rowCount, csv_bytes: encoded.csvBytes, row_group_rows: plan.rowGroupRows });
+  logger.debug('rows encoded', { table: displayName(target.table), rows: hash.rows, csv_bytes: hash.bytes, row_group_rows: plan.rowGroupRows, encodes: attempts });
   return {
     target,
     definition,
     columns: manifestColumns,
-    contentHash: { algorithm: CONTENT_HASH_ALGORITHM, row_count: scan.rowCount, value: scan.hashValue },
+    contentHash: contentHashOf(hash),
     dbSizeBytes: facts.sizeBytes,
     warnings,
     parquetFile: encoded.file,

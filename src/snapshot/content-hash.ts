@@ -1,36 +1,37 @@
 /**
- * The order-independent content hash of a table: the row count and the sum, as numeric, of the
- * first 64 bits (signed) of md5(t::text) over every row, under the canonical session settings.
- * Capture records it in the manifest; restore computes it on the restored table with this same
- * function and compares. Identical rows in any order give the identical hash.
+ * The order-independent content hash of a table's rows, recorded in every manifest and checked on
+ * restore. Identical rows in any order give the identical hash.
+ *
+ * row-fields-sum128/v2 (current): every row as PostgreSQL prints it under the canonical session
+ * settings (COPY, every column in attnum order), decoded into fields and hashed by
+ * src/snapshot/row-hash; the hash is the 128-bit sum of the row hashes. Capture computes it on the
+ * COPY it encodes; restore on the COPY text it loads, and, when that is inconclusive, on the
+ * loaded rows read back with COPY.
+ *
+ * sum-md5-int64/v1 (snapshots of earlier versions): the sum, as numeric, of the first 64 bits
+ * (signed) of md5(t::text) over every row, computed by the server.
  */
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
+import copyStreams from 'pg-copy-streams';
+import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../db/identifiers.js';
 import { NotFoundError } from '../errors/index.js';
-import { displayName, quoteQualified, type QualifiedName } from '../db/identifiers.js';
+import { ROW_HASH_ALGORITHM, RowHasher, hashingStream, type RowHashResult } from './row-hash/row-hasher.js';
 import { withCanonicalSettings } from './session-settings.js';
 
-export const CONTENT_HASH_ALGORITHM = 'sum-md5-int64/v1';
+export const CONTENT_HASH_ALGORITHM = ROW_HASH_ALGORITHM;
+export const LEGACY_MD5_ALGORITHM = 'sum-md5-int64/v1';
 
 export interface ContentHash {
   algorithm: string;
   row_count: number;
-  /** Decimal text of the sum (may exceed 64 bits). */
+  /** Decimal text of the sum. */
   value: string;
 }
 
-/** SQL for the hash of one row's text form (`t::text`). */
-export function hashOfTextSql(rowText: string): string {
-  return `('x' || pg_catalog.substr(pg_catalog.md5(${rowText}), 1, 16))::bit(64)::bigint::numeric`;
-}
-
-/** SQL for one row's hash, given the alias of the row in FROM. */
-export function rowHashSql(rowAlias: string): string {
-  return hashOfTextSql(`${rowAlias}::text`);
-}
-
-/** The SELECT-list items that produce `row_count` and `hash_value` over rows aliased `rowAlias`. */
-export function contentHashSelectSql(rowAlias: string): string {
-  return `pg_catalog.count(*)::bigint AS row_count, COALESCE(pg_catalog.sum(${rowHashSql(rowAlias)}), 0)::text AS hash_value`;
+export function contentHashOf(result: RowHashResult): ContentHash {
+  return { algorithm: CONTENT_HASH_ALGORITHM, row_count: result.rows, value: result.value };
 }
 
 /**
@@ -48,12 +49,45 @@ export async function rowSourceSql(client: pg.ClientBase, relation: QualifiedNam
   return relkind === 'r' ? `ONLY ${quoteQualified(relation)}` : quoteQualified(relation);
 }
 
-/** Compute the content hash of a relation's rows as the current transaction sees them. */
-export async function contentHash(client: pg.ClientBase, relation: QualifiedName): Promise<ContentHash> {
+/** The COPY that prints `columns` (all of them, in attnum order, when omitted) of rows from `source`. */
+export function copyOutSql(source: string, columns?: readonly string[]): string {
+  const list = columns ? columns.map(quoteIdent).join(', ') : '*';
+  return `COPY (SELECT ${list} FROM ${source} AS t) TO STDOUT (FORMAT csv)`;
+}
+
+/** Run a COPY … TO STDOUT (FORMAT csv) and hash its rows; the caller sets the session settings. */
+export async function hashCopyOut(client: pg.ClientBase, copySql: string): Promise<RowHashResult> {
+  const hasher = new RowHasher('csv');
+  const discard = new Writable({
+    write(_chunk, _encoding, callback) {
+      callback();
+    },
+  });
+  await pipeline(client.query(copyStreams.to(copySql)), hashingStream(hasher), discard);
+  return hasher.result();
+}
+
+/**
+ * The content hash of a relation's rows as the current transaction sees them, read with COPY
+ * under the canonical settings. `columns` (names, in the snapshot's order) defaults to every
+ * column in attnum order.
+ */
+export async function contentHash(client: pg.ClientBase, relation: QualifiedName, columns?: readonly string[]): Promise<ContentHash> {
+  const source = await rowSourceSql(client, relation);
+  const result = await withCanonicalSettings(client, () => hashCopyOut(client, copyOutSql(source, columns)));
+  return contentHashOf(result);
+}
+
+/** The v1 hash (sum of md5(t::text) prefixes), for snapshots captured before v2. */
+export async function legacyContentHash(client: pg.ClientBase, relation: QualifiedName): Promise<ContentHash> {
   const source = await rowSourceSql(client, relation);
   return withCanonicalSettings(client, async () => {
-    const { rows } = await client.query<{ row_count: string; hash_value: string }>(`SELECT ${contentHashSelectSql('t')} FROM ${source} AS t`);
-    return { algorithm: CONTENT_HASH_ALGORITHM, row_count: Number(rows[0]!.row_count), value: rows[0]!.hash_value };
+    const { rows } = await client.query<{ row_count: string; hash_value: string }>(
+      `SELECT pg_catalog.count(*)::bigint AS row_count,
+              COALESCE(pg_catalog.sum(('x' || pg_catalog.substr(pg_catalog.md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text AS hash_value
+         FROM ${source} AS t`,
+    );
+    return { algorithm: LEGACY_MD5_ALGORITHM, row_count: Number(rows[0]!.row_count), value: rows[0]!.hash_value };
   });
 }
 

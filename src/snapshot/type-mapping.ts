@@ -5,10 +5,12 @@
  *
  * Rows travel as PostgreSQL CSV (COPY) into DuckDB, which reads every field as VARCHAR and casts
  * it with `duckdbExpression`. Some types can hold values the Parquet type cannot (numeric NaN and
- * ±Infinity, dates and timestamps that are BC, infinite or past year 9999): `unrepresentableSql`
- * finds them in the capture's own snapshot, and such a column is stored as text instead, with a
- * warning. The manifest records the outcome per column (`stored_as`), which is the rule restore
- * follows.
+ * ±Infinity, dates and timestamps that are BC, infinite or past year 9999). A capture first
+ * encodes every such column natively, and DuckDB refuses the file when it meets one of those
+ * values (the cast fails, or the column's range guard raises); only then does
+ * `unrepresentableSql` find the columns in the capture's own snapshot, and they are encoded
+ * again as text, with a warning. The manifest records the outcome per column (`stored_as`),
+ * which is the rule restore follows.
  */
 import type { ColumnDefinition } from '../db/catalog.js';
 import { quoteIdent } from '../db/identifiers.js';
@@ -19,10 +21,14 @@ interface NativeType {
   duckdbType: string;
   /** Parquet physical type and annotation, for the manifest and for readers. */
   parquetType: string;
-  /** PostgreSQL expression selected for COPY, given the quoted column; default: the column. */
-  pgSelect?: (column: string) => string;
   /** DuckDB expression from the CSV field (VARCHAR), given the quoted field name. */
   fromCsv: (field: string) => string;
+  /**
+   * DuckDB expression over the CSV field, true when the Parquet type holds the value; for types
+   * whose cast would accept a value it should not store natively. Must agree with
+   * `unrepresentable`.
+   */
+  holds?: (field: string) => string;
   /** PostgreSQL boolean expression true for a value the Parquet type cannot hold exactly. */
   unrepresentable?: (column: string) => string;
 }
@@ -31,6 +37,8 @@ const cast = (type: string) => (field: string) => `CAST(${field} AS ${type})`;
 
 // Dates and timestamps go native for years 1–9999 AD: what every Parquet reader (DuckDB, pandas,
 // Spark) turns back into the same instant. Anything else (BC, infinity, year 10000+) goes as text.
+// In ISO DateStyle exactly those values print with a four-digit year and no " BC" suffix.
+const fourDigitYearAD = (field: string) => `(substr(${field}, 5, 1) = '-' AND NOT ends_with(${field}, ' BC'))`;
 const dateOutsideRange = (column: string) => `NOT (${column} BETWEEN '0001-01-01'::date AND '9999-12-31'::date)`;
 const timestampOutsideRange = (type: string) => (column: string) =>
   `NOT (${column} >= '0001-01-01 00:00:00${type === 'timestamptz' ? '+00' : ''}'::${type} AND ${column} < '10000-01-01 00:00:00${type === 'timestamptz' ? '+00' : ''}'::${type})`;
@@ -40,8 +48,9 @@ const NATIVE_TYPES: Readonly<Record<string, NativeType>> = {
   int2: { duckdbType: 'SMALLINT', parquetType: 'INT32 (INT(16,true))', fromCsv: cast('SMALLINT') },
   int4: { duckdbType: 'INTEGER', parquetType: 'INT32', fromCsv: cast('INTEGER') },
   int8: { duckdbType: 'BIGINT', parquetType: 'INT64', fromCsv: cast('BIGINT') },
-  // float4 goes through its exact float8 widening, so DuckDB never rounds decimal text twice.
-  float4: { duckdbType: 'FLOAT', parquetType: 'FLOAT', pgSelect: (c) => `${c}::float8`, fromCsv: (f) => `CAST(CAST(${f} AS DOUBLE) AS FLOAT)` },
+  // PostgreSQL prints the shortest text that reads back to the same float4; DuckDB's cast rounds
+  // it once, correctly, to the same float (the type-torture table checks the extremes).
+  float4: { duckdbType: 'FLOAT', parquetType: 'FLOAT', fromCsv: cast('FLOAT') },
   float8: { duckdbType: 'DOUBLE', parquetType: 'DOUBLE', fromCsv: cast('DOUBLE') },
   text: { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCsv: (f) => f },
   varchar: { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCsv: (f) => f },
@@ -52,17 +61,19 @@ const NATIVE_TYPES: Readonly<Record<string, NativeType>> = {
   uuid: { duckdbType: 'UUID', parquetType: 'FIXED_LEN_BYTE_ARRAY(16) (UUID)', fromCsv: cast('UUID') },
   json: { duckdbType: 'JSON', parquetType: 'BYTE_ARRAY (JSON)', fromCsv: cast('JSON') },
   jsonb: { duckdbType: 'JSON', parquetType: 'BYTE_ARRAY (JSON)', fromCsv: cast('JSON') },
-  date: { duckdbType: 'DATE', parquetType: 'INT32 (DATE)', fromCsv: cast('DATE'), unrepresentable: dateOutsideRange },
+  date: { duckdbType: 'DATE', parquetType: 'INT32 (DATE)', fromCsv: cast('DATE'), holds: fourDigitYearAD, unrepresentable: dateOutsideRange },
   timestamp: {
     duckdbType: 'TIMESTAMP',
     parquetType: 'INT64 (TIMESTAMP(MICROS,false))',
     fromCsv: cast('TIMESTAMP'),
+    holds: fourDigitYearAD,
     unrepresentable: timestampOutsideRange('timestamp'),
   },
   timestamptz: {
     duckdbType: 'TIMESTAMP WITH TIME ZONE',
     parquetType: 'INT64 (TIMESTAMP(MICROS,true))',
     fromCsv: cast('TIMESTAMPTZ'),
+    holds: fourDigitYearAD,
     unrepresentable: timestampOutsideRange('timestamptz'),
   },
 };
@@ -79,6 +90,7 @@ function decimalType(column: ColumnDefinition): NativeType | undefined {
   return {
     duckdbType: `DECIMAL(${precision},${scale})`,
     parquetType: `DECIMAL(${precision},${scale})`,
+    // DuckDB's cast refuses NaN and ±Infinity; every finite numeric(p,s) value fits.
     fromCsv: cast(`DECIMAL(${precision},${scale})`),
     // Every finite numeric(p≤38) value lies strictly inside ±1e38; NaN sorts above every number.
     unrepresentable: (c) => `(${c} > 1e38::numeric OR ${c} < -1e38::numeric)`,
@@ -123,25 +135,29 @@ export interface ColumnStorage {
   storedAs: StoredAs;
   duckdbType: string;
   parquetType: string;
-  /** Expression in the COPY's SELECT list. */
-  pgSelect: string;
   /** DuckDB expression over the CSV field named `field`. */
   duckdbExpression: (field: string) => string;
 }
 
+/** The cast, behind the type's range guard: a value the type cannot hold stops the encode. */
+function guardedCast(type: NativeType, columnName: string): (field: string) => string {
+  const holds = type.holds;
+  if (!holds) return type.fromCsv;
+  const message = `backstop: column ${JSON.stringify(columnName)} holds a value its native type cannot carry`;
+  return (field) => `CASE WHEN ${field} IS NULL OR ${holds(field)} THEN ${type.fromCsv(field)} ELSE error('${message.replaceAll("'", "''")}') END`;
+}
+
 /** Final storage of a column, once it is known whether its values all fit the native type. */
 export function resolveStorage(plan: ColumnPlan, hasUnrepresentable: boolean): ColumnStorage {
-  const quoted = quoteIdent(plan.column.name);
   const type = plan.native && !hasUnrepresentable ? plan.native : undefined;
   if (!type) {
-    return { storedAs: 'text', duckdbType: TEXT_FORM.duckdbType, parquetType: TEXT_FORM.parquetType, pgSelect: quoted, duckdbExpression: TEXT_FORM.fromCsv };
+    return { storedAs: 'text', duckdbType: TEXT_FORM.duckdbType, parquetType: TEXT_FORM.parquetType, duckdbExpression: TEXT_FORM.fromCsv };
   }
   return {
     storedAs: 'native',
     duckdbType: type.duckdbType,
     parquetType: type.parquetType,
-    pgSelect: type.pgSelect ? type.pgSelect(quoted) : quoted,
-    duckdbExpression: type.fromCsv,
+    duckdbExpression: guardedCast(type, plan.column.name),
   };
 }
 

@@ -43,6 +43,7 @@ function resultJson(result: RestoreResult): unknown {
       table: displayName(table.target),
       rows: table.rows,
       content_hash: table.contentHash,
+      verified_by: table.verifiedBy,
       replaced: table.replaced,
       load_ms: table.loadMs,
       skipped_foreign_keys: table.skippedForeignKeys.map((fk) => ({ name: fk.name, references: displayName(fk.references), reason: fk.reason })),
@@ -84,7 +85,7 @@ export function registerRestoreCommands(program: Command): void {
           process.stdout.write(`-- dry run: nothing was changed; checksums verified\n${result.tables.map((t) => t.script).join('\n')}`);
         } else {
           for (const table of result.tables) {
-            process.stdout.write(`restored ${displayName(table.target)} from snapshot ${table.snapshotId}: ${table.rows} rows, content hash verified${table.replaced ? ' (replaced the existing table)' : ''}\n`);
+            process.stdout.write(`restored ${displayName(table.target)} from snapshot ${table.snapshotId}: ${table.rows} rows, content hash verified${table.verifiedBy === 'read-back' ? ' (rows read back)' : ''}${table.replaced ? ' (replaced the existing table)' : ''}\n`);
             for (const fk of table.skippedForeignKeys) process.stdout.write(`  foreign key "${fk.name}" not restored: ${fk.reason}\n`);
           }
         }

@@ -1,0 +1,95 @@
+/**
+ * How restore checks the loaded rows against the snapshot (src/restore/verify-rows.ts): by the
+ * hash of the COPY text it sent when that carries every column exactly as PostgreSQL printed it,
+ * by reading the rows back otherwise, and by the server's md5 for snapshots with the v1 hash.
+ * A wrong hash or an unknown algorithm fails, and the restore leaves nothing behind.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { resolveDatabase } from '../../src/db/connection.js';
+import { VerificationError } from '../../src/errors/index.js';
+import { restoreItems } from '../../src/restore/restore.js';
+import { captureTable } from '../../src/snapshot/capture.js';
+import { contentHash, legacyContentHash } from '../../src/snapshot/content-hash.js';
+import type { Manifest } from '../../src/snapshot/manifest.js';
+import { openStorage } from '../../src/storage/open.js';
+import type { Storage } from '../../src/storage/storage.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { tableFingerprint } from '../support/type-torture.js';
+
+describe('restore verification', () => {
+  let db: TestDatabase;
+  let client: pg.Client;
+  let folder: string;
+  let storage: Storage;
+
+  const capture = (table: string) => captureTable({ database: resolveDatabase(db.url), storage, table: { schema: 'public', table } });
+  const restore = (manifest: Manifest, into: string) => restoreItems(client, storage, [{ manifest, target: { schema: 'public', table: into } }]);
+  const tableNames = async () => (await client.query<{ n: string }>(`SELECT relname AS n FROM pg_class WHERE relnamespace = 'public'::regnamespace ORDER BY 1`)).rows.map((r) => r.n);
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    client = await db.client();
+    folder = await mkdtemp(path.join(os.tmpdir(), 'backstop-verification-'));
+    storage = openStorage(folder);
+    await client.query(`
+      CREATE TABLE orders (id bigint PRIMARY KEY, note text, placed_at timestamptz, total numeric(10,2), paid boolean, data jsonb, raw bytea, day date, ref uuid);
+      INSERT INTO orders SELECT g, CASE WHEN g % 4 = 0 THEN NULL WHEN g % 4 = 1 THEN '' ELSE E'tab\\there, "quoted"\\nline \\\\ é' END,
+             timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second 250 microseconds', g * 1.25, g % 2 = 0,
+             jsonb_build_object('g', g), decode(md5(g::text), 'hex'), date '2024-02-29' + g, md5(g::text)::uuid
+        FROM generate_series(1, 300) AS g;
+      CREATE TABLE readings (id int PRIMARY KEY, value float8, ratio real);
+      INSERT INTO readings VALUES (1, 1, 2), (2, 'NaN', '-Infinity'), (3, '-0', 0.1), (4, 1e300, 3.4028235e38), (5, NULL, NULL);
+      CREATE TABLE priced (id int PRIMARY KEY, net numeric(10,2), gross numeric(10,2) GENERATED ALWAYS AS (net * 1.2) STORED);
+      INSERT INTO priced (id, net) SELECT g, g FROM generate_series(1, 50) AS g;
+    `);
+  });
+  afterAll(async () => {
+    await db?.drop();
+    if (folder) await rm(folder, { recursive: true, force: true });
+  });
+
+  it('accepts the rows as loaded when their COPY text hashes to the snapshot (common types)', async () => {
+    const manifest = await capture('orders');
+    const result = await restore(manifest, 'orders_back');
+    expect(result.tables[0]!.verifiedBy).toBe('as-loaded');
+    expect(result.tables[0]!.contentHash).toEqual(manifest.content_hash);
+    expect(await contentHash(client, { schema: 'public', table: 'orders_back' })).toEqual(manifest.content_hash);
+    expect(await tableFingerprint(client, { schema: 'public', table: 'orders_back' })).toEqual(await tableFingerprint(client, { schema: 'public', table: 'orders' }));
+  });
+
+  it('reads the rows back when the rendering differs from PostgreSQL text (floats) or columns were not loaded (generated)', async () => {
+    for (const table of ['readings', 'priced']) {
+      const manifest = await capture(table);
+      const result = await restore(manifest, `${table}_back`);
+      expect(result.tables[0]!.verifiedBy, table).toBe('read-back');
+      expect(result.tables[0]!.contentHash).toEqual(manifest.content_hash);
+      expect(await tableFingerprint(client, { schema: 'public', table: `${table}_back` })).toEqual(await tableFingerprint(client, { schema: 'public', table }));
+    }
+  });
+
+  it('checks a snapshot with the v1 hash (md5 of every row) on the server', async () => {
+    const manifest = await capture('orders');
+    const legacy: Manifest = { ...manifest, content_hash: await legacyContentHash(client, { schema: 'public', table: 'orders' }) };
+    expect(legacy.content_hash.algorithm).toBe('sum-md5-int64/v1');
+    const result = await restore(legacy, 'orders_legacy');
+    expect(result.tables[0]!.verifiedBy).toBe('legacy-md5');
+  });
+
+  it('fails, leaving nothing behind, on a wrong hash or an unknown algorithm', async () => {
+    const manifest = await capture('orders');
+    const before = await tableNames();
+    const wrong: Manifest = { ...manifest, content_hash: { ...manifest.content_hash, value: String(BigInt(manifest.content_hash.value) + 1n) } };
+    const mismatch = await restore(wrong, 'orders_wrong').catch((e: unknown) => e);
+    expect(mismatch).toBeInstanceOf(VerificationError);
+    expect((mismatch as Error).message).toMatch(/do not match the snapshot's content hash/);
+    const unknown: Manifest = { ...manifest, content_hash: { ...manifest.content_hash, algorithm: 'sha3-rows/v9' } };
+    const refused = await restore(unknown, 'orders_unknown').catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(VerificationError);
+    expect((refused as Error).message).toMatch(/uses content hash sha3-rows\/v9, which this version of Backstop does not know/);
+    expect(await tableNames()).toEqual(before);
+  });
+});
