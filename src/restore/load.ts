@@ -62,7 +62,7 @@ export async function loadRows(options: LoadOptions): Promise<LoadedRows> {
     return { rows: result.rowCount ?? 0, hash: null };
   }
   const reader = await openParquetCopyReader(options.file, copyColumnsFor(manifest, columns));
-  const hasher = new RowHasher('text');
+  const hasher = new RowHasher();
   let loaded: number;
   try {
     const lines = await reader.stream();

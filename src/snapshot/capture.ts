@@ -3,7 +3,7 @@
  *
  * 1. In one read-only REPEATABLE READ transaction (one database snapshot for every table of a
  *    group; parallel workers join it through pg_export_snapshot), for each table: describe it
- *    (src/db/catalog) and COPY it once as CSV through the row hasher (content hash, row count,
+ *    (src/db/catalog) and COPY it once (text format) through the row hasher (content hash, row count,
  *    longest record) into DuckDB, which writes a local Parquet file. When DuckDB refuses a value
  *    its native type cannot hold (or a record too long for its buffer), the COPY still runs to its
  *    end, the columns at fault are found with a cheap range check, and the rows are encoded again.
@@ -29,7 +29,7 @@ import { contentHashOf, copyOutSql, rowSourceSql, type ContentHash } from './con
 import { inSnapshotTransaction, type DatabaseSource } from './database-session.js';
 import { snapshotKeys, type SnapshotKeys } from './layout.js';
 import { MANIFEST_FORMAT_VERSION, serializeManifest, type Manifest, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
-import { ParquetEncodeRejected, encodeCsvToParquet, type ParquetEncodeResult } from './parquet-encoder.js';
+import { ParquetEncodeRejected, encodeCopyToParquet, type ParquetEncodeResult } from './parquet-encoder.js';
 import type { RowHashResult } from './row-hash/row-hasher.js';
 import { CANONICAL_SETTINGS } from './session-settings.js';
 import { newGroupId, newSnapshotId, storageTimestamp } from './snapshot-id.js';
@@ -202,13 +202,13 @@ async function sampledRowBytes(client: pg.ClientBase, from: string): Promise<num
 
 const MB = 1024 * 1024;
 /**
- * Longest CSV record the first encode accepts: the encoder's 32 MB CSV buffer holds it, so it
+ * Longest row the first encode accepts: the encoder's 32 MB read buffer holds it, so it
  * costs no more memory than a table of short rows already takes. A longer one makes DuckDB refuse
  * the file; the second encode then knows the longest record from the row hash.
  */
 const FIRST_MAX_RECORD_BYTES = 31 * MB;
 
-/** How DuckDB reads the CSV and which type each column is written as. */
+/** How DuckDB reads the rows and which type each column is written as. */
 interface EncodePlan {
   storages: ColumnStorage[];
   maxRecordBytes: number;
@@ -255,10 +255,10 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
     await mkdir(dir);
     let copyStream: copyStreams.CopyToStreamQuery | undefined;
     try {
-      const encoded = await encodeCsvToParquet({
+      const encoded = await encodeCopyToParquet({
         workDir: dir,
         columns: plan.storages.map((s, index) => ({ parquetName: names[index]!, expression: s.duckdbExpression })),
-        openCsv: () => {
+        openCopy: () => {
           copyStream = client.query(copyStreams.to(copySql));
           return copyStream;
         },
@@ -276,7 +276,7 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
     }
   };
 
-  // One COPY, as CSV, through the row hasher into DuckDB: the content hash, the row count and the
+  // One COPY through the row hasher into DuckDB: the content hash, the row count and the
   // longest record come from the same read that writes the Parquet file. Every column that can be
   // native is encoded natively; when DuckDB refuses a value (or a record outgrows its buffer), the
   // COPY still runs to its end, and the rows are encoded a second time with what was learned.
@@ -297,7 +297,7 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
     unrepresentable = await unrepresentableColumns(client, from, checks);
     plan = {
       storages: plans.map((p, index) => resolveStorage(p, unrepresentable[index]!)),
-      // The hash measured the CSV records themselves, which is what DuckDB's buffer must hold.
+      // The hash measured the rows as COPY sent them, which is what DuckDB's buffer must hold.
       maxRecordBytes: error.hash.maxRowBytes + MB,
       rowGroupRows: rowGroupRowsFor(averageRowBytes(error.hash)),
     };
@@ -338,7 +338,7 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
     );
   }
   if (!hash.conclusive) {
-    throw new SnapshotError(`PostgreSQL's CSV for ${displayName(target.table)} held a carriage return outside quotes, which the content hash cannot read`, {
+    throw new SnapshotError(`PostgreSQL's COPY of ${displayName(target.table)} held a raw carriage return or an escape the content hash does not decode`, {
       hint: 'this is a bug in Backstop; report it with the table definition',
     });
   }
@@ -356,7 +356,7 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
     duckdb_type: storages[index]!.duckdbType,
     stored_as: storages[index]!.storedAs,
   }));
-  logger.debug('rows encoded', { table: displayName(target.table), rows: hash.rows, csv_bytes: hash.bytes, row_group_rows: plan.rowGroupRows, encodes: attempts });
+  logger.debug('rows encoded', { table: displayName(target.table), rows: hash.rows, copy_bytes: hash.bytes, row_group_rows: plan.rowGroupRows, encodes: attempts });
   return {
     target,
     definition,

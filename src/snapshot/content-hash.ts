@@ -3,7 +3,7 @@
  * restore. Identical rows in any order give the identical hash.
  *
  * row-fields-sum128/v2 (current): every row as PostgreSQL prints it under the canonical session
- * settings (COPY, every column in attnum order), decoded into fields and hashed by
+ * settings (COPY text format, every column in attnum order), decoded into fields and hashed by
  * src/snapshot/row-hash; the hash is the 128-bit sum of the row hashes. Capture computes it on the
  * COPY it encodes; restore on the COPY text it loads, and, when that is inconclusive, on the
  * loaded rows read back with COPY.
@@ -49,15 +49,15 @@ export async function rowSourceSql(client: pg.ClientBase, relation: QualifiedNam
   return relkind === 'r' ? `ONLY ${quoteQualified(relation)}` : quoteQualified(relation);
 }
 
-/** The COPY that prints `columns` (all of them, in attnum order, when omitted) of rows from `source`. */
+/** The COPY (text format) that prints `columns` (all of them, in attnum order, when omitted) of rows from `source`. */
 export function copyOutSql(source: string, columns?: readonly string[]): string {
   const list = columns ? columns.map(quoteIdent).join(', ') : '*';
-  return `COPY (SELECT ${list} FROM ${source} AS t) TO STDOUT (FORMAT csv)`;
+  return `COPY (SELECT ${list} FROM ${source} AS t) TO STDOUT`;
 }
 
-/** Run a COPY … TO STDOUT (FORMAT csv) and hash its rows; the caller sets the session settings. */
+/** Run a COPY … TO STDOUT (text format) and hash its rows; the caller sets the session settings. */
 export async function hashCopyOut(client: pg.ClientBase, copySql: string): Promise<RowHashResult> {
-  const hasher = new RowHasher('csv');
+  const hasher = new RowHasher();
   const discard = new Writable({
     write(_chunk, _encoding, callback) {
       callback();

@@ -1,12 +1,15 @@
 /**
- * PostgreSQL CSV → Parquet through DuckDB. The COPY stream is written into a named pipe that
- * DuckDB's CSV reader consumes while it writes the Parquet file, so nothing the size of the table
- * is ever held in memory or staged on disk as CSV. DuckDB runs with a file-backed database, a
+ * PostgreSQL COPY (text format) → Parquet through DuckDB. The COPY stream is written into a named
+ * pipe that DuckDB's CSV reader (tab-separated, no quoting, \N for NULL) consumes while it writes
+ * the Parquet file; the column expressions undo COPY's backslash escapes. Nothing the size of the
+ * table is ever held in memory or staged on disk. DuckDB runs with a file-backed database, a
  * memory limit and a spill folder. On its way to the pipe every chunk passes the row hasher, which
  * gives the snapshot's content hash, row count and longest record without a second read.
  *
  * Measured on the 1M-row benchmark table (gen_1m.sql, 2 cores): pipe 1.8–2.0 s, CSV temp file
- * then read 2.2 s, row-by-row appender 5.8 s; identical Parquet contents.
+ * then read 2.2 s, row-by-row appender 5.8 s; identical Parquet contents. Text format rather than
+ * CSV: PostgreSQL prints it in 1.15 s instead of 1.37 s, DuckDB encodes it in 0.84 s instead of
+ * 1.03 s, and it is 9% smaller (no doubled quotes in JSON).
  */
 import { DuckDBInstance } from '@duckdb/node-api';
 import { execFile } from 'node:child_process';
@@ -25,7 +28,7 @@ const execFileAsync = promisify(execFile);
 
 export interface EncodedColumn {
   parquetName: string;
-  /** DuckDB expression over the VARCHAR CSV field whose (quoted) name is given. */
+  /** DuckDB expression over the raw COPY text field (VARCHAR) whose quoted name is given. */
   expression: (field: string) => string;
 }
 
@@ -33,16 +36,16 @@ export interface ParquetEncodeOptions {
   /** Empty folder for the pipe, DuckDB's database and spill files, and the output. */
   workDir: string;
   columns: readonly EncodedColumn[];
-  /** Starts the COPY … TO STDOUT (FORMAT csv) and returns its stream. */
-  openCsv: () => Readable;
-  /** Longest CSV record to expect, in bytes. */
+  /** Starts the COPY … TO STDOUT (text format) and returns its stream. */
+  openCopy: () => Readable;
+  /** Longest row to expect, in bytes. */
   maxRecordBytes: number;
   rowGroupRows: number;
   /** DuckDB memory_limit in bytes (raised when a single record needs more). */
   memoryLimitBytes?: number;
   threads?: number;
   signal?: AbortSignal;
-  /** Called with the running totals of rows and CSV bytes. */
+  /** Called with the running totals of rows and bytes. */
   onProgress?: (rows: number, bytes: number) => void;
 }
 
@@ -50,7 +53,7 @@ export interface ParquetEncodeResult {
   file: string;
   /** Rows DuckDB wrote. */
   rows: number;
-  /** The content hash of the CSV as PostgreSQL sent it (row-hash), with its row count and widths. */
+  /** The content hash of the rows as PostgreSQL sent them (row-hash), with their count and widths. */
   hash: RowHashResult;
 }
 
@@ -170,7 +173,7 @@ class PipeSink extends Writable {
 }
 
 /**
- * DuckDB refused the rows (a value its column type cannot hold, a record longer than the CSV
+ * DuckDB refused the rows (a value its column type cannot hold, a row longer than the reader's
  * buffer, …) after the COPY had started. The COPY was still read to its end, so `hash` covers
  * every row and the connection is ready for the next statement.
  */
@@ -183,12 +186,12 @@ export class ParquetEncodeRejected extends SnapshotError {
   }
 }
 
-export async function encodeCsvToParquet(options: ParquetEncodeOptions): Promise<ParquetEncodeResult> {
-  const fifo = path.join(options.workDir, 'rows.csv');
+export async function encodeCopyToParquet(options: ParquetEncodeOptions): Promise<ParquetEncodeResult> {
+  const fifo = path.join(options.workDir, 'rows.copy');
   const output = path.join(options.workDir, 'data.parquet');
   await execFileAsync('mkfifo', ['-m', '600', fifo]);
 
-  // A record must fit the CSV reader's buffer; DuckDB needs a few buffers in flight.
+  // A row must fit the reader's buffer; DuckDB needs a few buffers in flight.
   const maxLineSize = Math.max(2 * MB, options.maxRecordBytes);
   const bufferSize = Math.max(32 * MB, maxLineSize + MB);
   const memoryLimit = Math.max(options.memoryLimitBytes ?? DEFAULT_MEMORY_LIMIT, 4 * bufferSize + 128 * MB);
@@ -216,7 +219,7 @@ export async function encodeCsvToParquet(options: ParquetEncodeOptions): Promise
     await connection.run(`SET TimeZone = 'UTC'`);
     const fields = options.columns.map((_, index) => `c${index}`);
     const reader = `read_csv(${duckdbString(fifo)}, columns = {${fields.map((f) => `${duckdbString(f)}: 'VARCHAR'`).join(', ')}},
-      header = false, auto_detect = false, delim = ',', quote = '"', escape = '"', nullstr = '', allow_quoted_nulls = false,
+      header = false, auto_detect = false, delim = '\t', quote = '', escape = '', nullstr = '\\N',
       max_line_size = ${maxLineSize}, buffer_size = ${bufferSize})`;
     const select = options.columns.map((column, index) => `${column.expression(fields[index]!)} AS ${duckdbIdent(column.parquetName)}`).join(', ');
     const sql = `COPY (SELECT ${select} FROM ${reader}) TO ${duckdbString(output)} (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE ${options.rowGroupRows})`;
@@ -231,13 +234,13 @@ export async function encodeCsvToParquet(options: ParquetEncodeOptions): Promise
         throw error;
       },
     );
-    const hasher = new RowHasher('csv');
+    const hasher = new RowHasher();
     // The COPY starts only once the pipe is open, so its stream is never without an error
     // listener (pipeline's) while we wait for DuckDB.
     let sink: PipeSink | undefined;
     const feeding = openPipeWriter(fifo, () => encodingSettled, options.signal).then((pipe) => {
       sink = new PipeSink(pipe);
-      copy = options.openCsv();
+      copy = options.openCopy();
       return pipeline(copy, hashingStream(hasher, options.onProgress), sink);
     }).catch(async (error: unknown) => {
       copy?.destroy();

@@ -3,8 +3,9 @@
  * exact; otherwise the PostgreSQL text form (arrays, ranges, enums, composites, domains,
  * intervals, network types, money, …), which restore loads back through the captured type.
  *
- * Rows travel as PostgreSQL CSV (COPY) into DuckDB, which reads every field as VARCHAR and casts
- * it with `duckdbExpression`. Some types can hold values the Parquet type cannot (numeric NaN and
+ * Rows travel as PostgreSQL COPY text into DuckDB, which reads every field as VARCHAR, undoes
+ * COPY's backslash escapes where a type's text can hold them, and casts it with
+ * `duckdbExpression`. Some types can hold values the Parquet type cannot (numeric NaN and
  * ±Infinity, dates and timestamps that are BC, infinite or past year 9999). A capture first
  * encodes every such column natively, and DuckDB refuses the file when it meets one of those
  * values (the cast fails, or the column's range guard raises); only then does
@@ -21,10 +22,10 @@ interface NativeType {
   duckdbType: string;
   /** Parquet physical type and annotation, for the manifest and for readers. */
   parquetType: string;
-  /** DuckDB expression from the CSV field (VARCHAR), given the quoted field name. */
-  fromCsv: (field: string) => string;
+  /** DuckDB expression from the raw COPY text field (VARCHAR), given the quoted field name. */
+  fromCopy: (field: string) => string;
   /**
-   * DuckDB expression over the CSV field, true when the Parquet type holds the value; for types
+   * DuckDB expression over the raw field, true when the Parquet type holds the value; for types
    * whose cast would accept a value it should not store natively. Must agree with
    * `unrepresentable`.
    */
@@ -35,6 +36,26 @@ interface NativeType {
 
 const cast = (type: string) => (field: string) => `CAST(${field} AS ${type})`;
 
+/**
+ * The value of a COPY text field. PostgreSQL's output escapes backslash, newline, carriage return,
+ * tab, backspace, form feed and vertical tab; only values holding a backslash need decoding. A
+ * doubled backslash stands in as NUL (which PostgreSQL text never contains) while the others are
+ * replaced, so an escaped backslash followed by "n" stays backslash + n instead of a newline.
+ */
+export function unescapeCopyText(field: string): string {
+  const decoded = [
+    ['\\\\', 'chr(0)'],
+    ['\\n', 'chr(10)'],
+    ['\\r', 'chr(13)'],
+    ['\\t', 'chr(9)'],
+    ['\\b', 'chr(8)'],
+    ['\\f', 'chr(12)'],
+    ['\\v', 'chr(11)'],
+  ].reduce((expression, [escape, character]) => `replace(${expression}, '${escape}', ${character})`, field);
+  return `CASE WHEN contains(${field}, '\\') THEN replace(${decoded}, chr(0), '\\') ELSE ${field} END`;
+}
+const text = unescapeCopyText;
+
 // Dates and timestamps go native for years 1–9999 AD: what every Parquet reader (DuckDB, pandas,
 // Spark) turns back into the same instant. Anything else (BC, infinity, year 10000+) goes as text.
 // In ISO DateStyle exactly those values print with a four-digit year and no " BC" suffix.
@@ -44,41 +65,41 @@ const timestampOutsideRange = (type: string) => (column: string) =>
   `NOT (${column} >= '0001-01-01 00:00:00${type === 'timestamptz' ? '+00' : ''}'::${type} AND ${column} < '10000-01-01 00:00:00${type === 'timestamptz' ? '+00' : ''}'::${type})`;
 
 const NATIVE_TYPES: Readonly<Record<string, NativeType>> = {
-  bool: { duckdbType: 'BOOLEAN', parquetType: 'BOOLEAN', fromCsv: cast('BOOLEAN') },
-  int2: { duckdbType: 'SMALLINT', parquetType: 'INT32 (INT(16,true))', fromCsv: cast('SMALLINT') },
-  int4: { duckdbType: 'INTEGER', parquetType: 'INT32', fromCsv: cast('INTEGER') },
-  int8: { duckdbType: 'BIGINT', parquetType: 'INT64', fromCsv: cast('BIGINT') },
+  bool: { duckdbType: 'BOOLEAN', parquetType: 'BOOLEAN', fromCopy: cast('BOOLEAN') },
+  int2: { duckdbType: 'SMALLINT', parquetType: 'INT32 (INT(16,true))', fromCopy: cast('SMALLINT') },
+  int4: { duckdbType: 'INTEGER', parquetType: 'INT32', fromCopy: cast('INTEGER') },
+  int8: { duckdbType: 'BIGINT', parquetType: 'INT64', fromCopy: cast('BIGINT') },
   // PostgreSQL prints the shortest text that reads back to the same float4; DuckDB's cast rounds
   // it once, correctly, to the same float (the type-torture table checks the extremes).
-  float4: { duckdbType: 'FLOAT', parquetType: 'FLOAT', fromCsv: cast('FLOAT') },
-  float8: { duckdbType: 'DOUBLE', parquetType: 'DOUBLE', fromCsv: cast('DOUBLE') },
-  text: { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCsv: (f) => f },
-  varchar: { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCsv: (f) => f },
-  bpchar: { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCsv: (f) => f },
-  name: { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCsv: (f) => f },
-  // bytea_output = hex: `\x0001ff`.
-  bytea: { duckdbType: 'BLOB', parquetType: 'BYTE_ARRAY', fromCsv: (f) => `from_hex(substr(${f}, 3))` },
-  uuid: { duckdbType: 'UUID', parquetType: 'FIXED_LEN_BYTE_ARRAY(16) (UUID)', fromCsv: cast('UUID') },
-  json: { duckdbType: 'JSON', parquetType: 'BYTE_ARRAY (JSON)', fromCsv: cast('JSON') },
-  jsonb: { duckdbType: 'JSON', parquetType: 'BYTE_ARRAY (JSON)', fromCsv: cast('JSON') },
-  date: { duckdbType: 'DATE', parquetType: 'INT32 (DATE)', fromCsv: cast('DATE'), holds: fourDigitYearAD, unrepresentable: dateOutsideRange },
+  float4: { duckdbType: 'FLOAT', parquetType: 'FLOAT', fromCopy: cast('FLOAT') },
+  float8: { duckdbType: 'DOUBLE', parquetType: 'DOUBLE', fromCopy: cast('DOUBLE') },
+  text: { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCopy: text },
+  varchar: { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCopy: text },
+  bpchar: { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCopy: text },
+  name: { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCopy: text },
+  // bytea_output = hex: `\x0001ff`, whose backslash COPY doubles.
+  bytea: { duckdbType: 'BLOB', parquetType: 'BYTE_ARRAY', fromCopy: (f) => `from_hex(substr(${f}, 4))` },
+  uuid: { duckdbType: 'UUID', parquetType: 'FIXED_LEN_BYTE_ARRAY(16) (UUID)', fromCopy: cast('UUID') },
+  json: { duckdbType: 'JSON', parquetType: 'BYTE_ARRAY (JSON)', fromCopy: (f) => `CAST(${text(f)} AS JSON)` },
+  jsonb: { duckdbType: 'JSON', parquetType: 'BYTE_ARRAY (JSON)', fromCopy: (f) => `CAST(${text(f)} AS JSON)` },
+  date: { duckdbType: 'DATE', parquetType: 'INT32 (DATE)', fromCopy: cast('DATE'), holds: fourDigitYearAD, unrepresentable: dateOutsideRange },
   timestamp: {
     duckdbType: 'TIMESTAMP',
     parquetType: 'INT64 (TIMESTAMP(MICROS,false))',
-    fromCsv: cast('TIMESTAMP'),
+    fromCopy: cast('TIMESTAMP'),
     holds: fourDigitYearAD,
     unrepresentable: timestampOutsideRange('timestamp'),
   },
   timestamptz: {
     duckdbType: 'TIMESTAMP WITH TIME ZONE',
     parquetType: 'INT64 (TIMESTAMP(MICROS,true))',
-    fromCsv: cast('TIMESTAMPTZ'),
+    fromCopy: cast('TIMESTAMPTZ'),
     holds: fourDigitYearAD,
     unrepresentable: timestampOutsideRange('timestamptz'),
   },
 };
 
-const TEXT_FORM: NativeType = { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCsv: (f) => f };
+const TEXT_FORM: NativeType = { duckdbType: 'VARCHAR', parquetType: 'BYTE_ARRAY (STRING)', fromCopy: text };
 
 /** numeric(p,s) with 1 ≤ p ≤ 38 and 0 ≤ s ≤ p fits DECIMAL(p,s); unconstrained numeric does not. */
 function decimalType(column: ColumnDefinition): NativeType | undefined {
@@ -91,7 +112,7 @@ function decimalType(column: ColumnDefinition): NativeType | undefined {
     duckdbType: `DECIMAL(${precision},${scale})`,
     parquetType: `DECIMAL(${precision},${scale})`,
     // DuckDB's cast refuses NaN and ±Infinity; every finite numeric(p,s) value fits.
-    fromCsv: cast(`DECIMAL(${precision},${scale})`),
+    fromCopy: cast(`DECIMAL(${precision},${scale})`),
     // Every finite numeric(p≤38) value lies strictly inside ±1e38; NaN sorts above every number.
     unrepresentable: (c) => `(${c} > 1e38::numeric OR ${c} < -1e38::numeric)`,
   };
@@ -135,23 +156,23 @@ export interface ColumnStorage {
   storedAs: StoredAs;
   duckdbType: string;
   parquetType: string;
-  /** DuckDB expression over the CSV field named `field`. */
+  /** DuckDB expression over the raw COPY text field named `field`. */
   duckdbExpression: (field: string) => string;
 }
 
 /** The cast, behind the type's range guard: a value the type cannot hold stops the encode. */
 function guardedCast(type: NativeType, columnName: string): (field: string) => string {
   const holds = type.holds;
-  if (!holds) return type.fromCsv;
+  if (!holds) return type.fromCopy;
   const message = `backstop: column ${JSON.stringify(columnName)} holds a value its native type cannot carry`;
-  return (field) => `CASE WHEN ${field} IS NULL OR ${holds(field)} THEN ${type.fromCsv(field)} ELSE error('${message.replaceAll("'", "''")}') END`;
+  return (field) => `CASE WHEN ${field} IS NULL OR ${holds(field)} THEN ${type.fromCopy(field)} ELSE error('${message.replaceAll("'", "''")}') END`;
 }
 
 /** Final storage of a column, once it is known whether its values all fit the native type. */
 export function resolveStorage(plan: ColumnPlan, hasUnrepresentable: boolean): ColumnStorage {
   const type = plan.native && !hasUnrepresentable ? plan.native : undefined;
   if (!type) {
-    return { storedAs: 'text', duckdbType: TEXT_FORM.duckdbType, parquetType: TEXT_FORM.parquetType, duckdbExpression: TEXT_FORM.fromCsv };
+    return { storedAs: 'text', duckdbType: TEXT_FORM.duckdbType, parquetType: TEXT_FORM.parquetType, duckdbExpression: TEXT_FORM.fromCopy };
   }
   return {
     storedAs: 'native',

@@ -121,9 +121,8 @@ describe('edge values', () => {
     }
   });
 
-  it('stores a column as text when only the scan, not DuckDB, objects to its values (infinite date)', async () => {
-    // DuckDB accepts 'infinity' as a DATE, so the optimistic native encode succeeds; the scan's
-    // verdict must still win.
+  it('stores a column as text when only the range guard, not the cast, objects to its values (infinite date)', async () => {
+    // DuckDB accepts 'infinity' as a DATE: the column's range guard must stop the native encode.
     await client.query(`CREATE TABLE edge_inf (id int PRIMARY KEY, d date); INSERT INTO edge_inf VALUES (1, '2024-01-01'), (2, 'infinity'), (3, null)`);
     const storage = openStorage(folder);
     const inf = await captureTable({ database: resolveDatabase(db.url), storage, table: { schema: 'public', table: 'edge_inf' } });

@@ -1,12 +1,12 @@
 /**
- * The content hash of rows as they stream through COPY: a WebAssembly decoder/hasher
- * (row-hash.wat) fed chunk by chunk. Capture hashes PostgreSQL's CSV on its way to DuckDB;
- * restore hashes the COPY text it sends on its way to PostgreSQL, and can read the loaded rows
- * back as CSV to hash them again. Either way a row is hashed as its decoded fields, so the two
- * formats agree exactly when they carry the same values.
+ * The content hash of rows as they stream through COPY (text format): a WebAssembly
+ * decoder/hasher (row-hash.wat) fed chunk by chunk. Capture hashes what PostgreSQL's COPY sends
+ * on its way to DuckDB; restore hashes the COPY text it sends to PostgreSQL, and can read the
+ * loaded rows back to hash them again. A row is hashed as its decoded fields, so two streams
+ * agree exactly when they carry the same text for every value.
  *
- * Why WebAssembly: a JavaScript loop over the bytes cost 0.6–1.2 s per 160 MB of CSV (per-row
- * md5 via node:crypto 1.5–2.3 s); this costs about 0.1 s, beside the COPY rather than after it.
+ * Why WebAssembly: a JavaScript loop over the bytes cost 0.6–1.2 s per 150 MB (per-row md5 via
+ * node:crypto 1.5–2.3 s); this costs about 0.15 s, beside the COPY rather than after it.
  */
 import { Transform } from 'node:stream';
 import { SnapshotError } from '../../errors/index.js';
@@ -14,8 +14,6 @@ import { ROW_HASH_WASM_BASE64 } from './row-hash-wasm.js';
 
 /** The manifest's name for this hash; an older one (sum-md5-int64/v1) is still verified on restore. */
 export const ROW_HASH_ALGORITHM = 'row-fields-sum128/v2';
-
-export type RowFormat = 'csv' | 'text';
 
 export interface RowHashResult {
   rows: number;
@@ -25,7 +23,7 @@ export interface RowHashResult {
   maxRowBytes: number;
   /** Bytes hashed. */
   bytes: number;
-  /** False when the stream held something the decoder cannot read exactly as PostgreSQL does. */
+  /** False when the stream held something the decoder does not read exactly as PostgreSQL does. */
   conclusive: boolean;
 }
 
@@ -35,7 +33,7 @@ interface WasmGlobal<T> {
 
 interface RowHashExports {
   memory: { buffer: ArrayBuffer };
-  reset(format: number): void;
+  reset(): void;
   update(length: number): void;
   atRowBoundary(): number;
   rows: WasmGlobal<bigint>;
@@ -62,17 +60,15 @@ function rowHashModule(): object {
 const SLICE_BYTES = 64 * 1024;
 
 export class RowHasher {
-  readonly format: RowFormat;
   #exports: RowHashExports;
   #memory: Uint8Array;
   #bytes = 0;
 
-  constructor(format: RowFormat) {
-    this.format = format;
+  constructor() {
     // One instance per stream: the state of a stream lives in the instance's globals.
     this.#exports = new wasm.Instance(rowHashModule()).exports as RowHashExports;
     this.#memory = new Uint8Array(this.#exports.memory.buffer);
-    this.#exports.reset(format === 'text' ? 1 : 0);
+    this.#exports.reset();
   }
 
   update(chunk: Uint8Array): void {
@@ -96,7 +92,7 @@ export class RowHasher {
   /** The hash of the whole stream; it must end right after a row. */
   result(): RowHashResult {
     if (this.#exports.atRowBoundary() !== 1) {
-      throw new SnapshotError(`the ${this.format === 'csv' ? 'CSV' : 'COPY text'} stream ended in the middle of a row (${this.#bytes} bytes read)`, {
+      throw new SnapshotError(`the COPY stream ended in the middle of a row (${this.#bytes} bytes read)`, {
         hint: 'the connection or the file was cut short; run the operation again',
       });
     }
