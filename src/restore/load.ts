@@ -17,6 +17,8 @@ export interface LoadOptions {
   client: pg.ClientBase;
   manifest: Manifest;
   file: string;
+  /** Scratch folder for the pipe DuckDB writes the rows into. */
+  workDir: string;
   table: QualifiedName;
   /** Columns COPY writes (generated columns are not among them). */
   columns: ColumnDefinition[];
@@ -61,7 +63,7 @@ export async function loadRows(options: LoadOptions): Promise<LoadedRows> {
     options.progress?.done(result.rowCount ?? 0);
     return { rows: result.rowCount ?? 0, hash: null };
   }
-  const reader = await openParquetCopyReader(options.file, copyColumnsFor(manifest, columns));
+  const reader = await openParquetCopyReader(options.file, copyColumnsFor(manifest, columns), { workDir: options.workDir });
   const hasher = new RowHasher();
   let loaded: number;
   try {

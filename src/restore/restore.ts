@@ -40,6 +40,12 @@ export interface RunOptions {
   replace?: boolean;
   /** Plan and check only (download and checksum included); change nothing. */
   dryRun?: boolean;
+  /**
+   * ANALYZE each restored table after the commit. Default: only tables that replaced an existing
+   * one (--replace), which queries use at once; a table restored beside the original (for
+   * inspection or copy-back) is left to autovacuum, as pg_restore leaves it.
+   */
+  analyze?: boolean;
   logger?: Logger;
   /** Show progress (bar on a terminal, log lines otherwise). Default: true when a logger is given. */
   progress?: boolean;
@@ -225,7 +231,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         const progress = showProgress
           ? createProgress({ label: `restore ${displayName(target)}`, logger: log, totalRows: manifest.row_count, ...(options.progressStream ? { stream: options.progressStream } : {}) })
           : undefined;
-        const loaded = await loadRows({ client, manifest, file: file.path, table: plan.build, columns: plan.copyColumns, freeze: manifest.definition.relkind === 'table', ...(progress ? { progress } : {}) });
+        const loaded = await loadRows({ client, manifest, file: file.path, workDir: file.workDir, table: plan.build, columns: plan.copyColumns, freeze: manifest.definition.relkind === 'table', ...(progress ? { progress } : {}) });
         result.loadMs = Date.now() - loadStarted;
 
         const verification = await verifyRestoredRows(client, manifest, plan.build, plan.copyColumns, loaded);
@@ -266,7 +272,9 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
 
     if (!options.dryRun) {
       for (const table of restored) {
-        await client.query(`ANALYZE ${quoteQualified(table.target)}`).catch((error) => logger.warn('ANALYZE failed', { table: displayName(table.target), error: describeError(error) }));
+        if (options.analyze ?? table.replaced) {
+          await client.query(`ANALYZE ${quoteQualified(table.target)}`).catch((error) => logger.warn('ANALYZE failed', { table: displayName(table.target), error: describeError(error) }));
+        }
         logger.info('restored', { snapshot_id: table.snapshotId, table: displayName(table.target), rows: table.rows, replaced: table.replaced });
         for (const skipped of table.skippedForeignKeys) logger.warn(`foreign key "${skipped.name}" was not restored: ${skipped.reason}`, { table: displayName(table.target) });
       }

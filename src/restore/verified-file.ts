@@ -1,36 +1,56 @@
 /**
- * A snapshot's data file, copied from storage to a local temp folder while its SHA-256 is
- * computed, and handed out only when size and checksum match the manifest. Restore reads rows
- * from this local copy, so what was verified is exactly what is loaded (no second download that
- * could differ), and a tampered or truncated file is refused before a single row is read.
+ * A snapshot's data file, checked against its manifest (size and SHA-256) before a single row is
+ * read: a tampered or truncated file is refused before anything is created.
+ *
+ * A file in a local folder is hashed where it lies and read in place; any other storage is
+ * downloaded to a scratch folder while it is hashed, so that what was checked is what is read.
+ * Reading in place is safe because the content hash, checked on the loaded rows, covers what was
+ * actually read: a file changed between the two checks fails the second one.
  */
-import { createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { BackstopError, SnapshotError, VerificationError, describeError } from '../errors/index.js';
+import { BackstopError, NotFoundError, SnapshotError, VerificationError, describeError } from '../errors/index.js';
 import type { Manifest } from '../snapshot/manifest.js';
-import { digestingStream } from '../storage/digest.js';
+import { digestOf, digestingStream, type Digest } from '../storage/digest.js';
 import type { Storage } from '../storage/storage.js';
 import { createScratchDir } from '../scratch/scratch-dir.js';
 
 export interface VerifiedDataFile {
-  /** Local path of the verified copy. */
+  /** Local path of the verified file: the stored file itself (local folder) or a downloaded copy. */
   path: string;
+  /** A scratch folder of this restore's own (DuckDB's pipe goes there). */
+  workDir: string;
   size: number;
   sha256: string;
-  /** Delete the local copy (idempotent). */
+  /** Delete the scratch folder and any downloaded copy (idempotent). */
   remove(): Promise<void>;
 }
+
+/** Big reads: the default 64 KB chunks made the copy of a 52 MB file take 170 ms instead of 120 ms. */
+const READ_CHUNK_BYTES = 1024 * 1024;
 
 export async function fetchVerifiedDataFile(storage: Storage, manifest: Manifest): Promise<VerifiedDataFile> {
   const dir = await createScratchDir('restore');
   const remove = () => rm(dir, { recursive: true, force: true });
-  const file = path.join(dir, `${manifest.snapshot_id}.parquet`);
+  const inPlace = storage.localFile?.(manifest.parquet_path);
+  const file = inPlace ?? path.join(dir, `${manifest.snapshot_id}.parquet`);
   try {
-    const digest = digestingStream();
+    let digest: Digest;
     try {
-      await pipeline(await storage.get(manifest.parquet_path), digest, createWriteStream(file));
+      if (inPlace) {
+        if (!(await storage.head(manifest.parquet_path))) {
+          throw new NotFoundError(`the data file of snapshot ${manifest.snapshot_id} (${inPlace}) does not exist`, {
+            hint: 'it was pruned or moved; pick another snapshot (backstop snapshots list)',
+          });
+        }
+        digest = await digestOf(createReadStream(inPlace, { highWaterMark: READ_CHUNK_BYTES }));
+      } else {
+        const digesting = digestingStream();
+        await pipeline(await storage.get(manifest.parquet_path), digesting, createWriteStream(file, { highWaterMark: READ_CHUNK_BYTES }));
+        digest = digesting.result();
+      }
     } catch (error) {
       if (error instanceof BackstopError) throw error;
       throw new SnapshotError(`cannot read the data file of snapshot ${manifest.snapshot_id} (${manifest.parquet_path}): ${describeError(error)}`, {
@@ -38,14 +58,14 @@ export async function fetchVerifiedDataFile(storage: Storage, manifest: Manifest
         hint: 'check that the storage is reachable; nothing was restored',
       });
     }
-    const { sha256, size } = digest.result();
+    const { sha256, size } = digest;
     if (size !== manifest.size_bytes || sha256 !== manifest.checksum) {
       throw new VerificationError(
         `snapshot ${manifest.snapshot_id} is damaged: its data file has ${size} bytes with sha256 ${sha256}, the manifest says ${manifest.size_bytes} bytes with sha256 ${manifest.checksum}`,
         { hint: 'the file was modified or truncated after capture; nothing was restored — pick another snapshot (backstop snapshots list)' },
       );
     }
-    return { path: file, size, sha256, remove };
+    return { path: file, workDir: dir, size, sha256, remove };
   } catch (error) {
     await remove();
     throw error;

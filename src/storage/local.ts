@@ -44,6 +44,10 @@ export class LocalStorage implements Storage {
     }
   }
 
+  localFile(key: string): string {
+    return this.file(key);
+  }
+
   async get(key: string): Promise<Readable> {
     const file = this.file(key);
     const info = await this.head(key);

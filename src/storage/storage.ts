@@ -38,4 +38,6 @@ export interface Storage {
   delete(key: string): Promise<void>;
   /** Cheap reachability and permission check; throws StorageError with a hint when unusable. */
   check(): Promise<void>;
+  /** Where the object lies on this machine, when the storage is a local folder (so it can be read in place). */
+  localFile?(key: string): string;
 }

@@ -157,4 +157,16 @@ describe('restore safety', () => {
     expect(await tableFingerprint(client, { schema: 'public', table: 'accounts' })).toEqual(before);
     expect(await relationNames()).toEqual(names);
   });
+
+  it('ANALYZEs a table that replaced another, and leaves a new one to autovacuum unless asked', async () => {
+    const manifest = await capture('payments');
+    const analyzed = async (table: string) =>
+      Number((await client.query(`SELECT count(*) AS n FROM pg_stats WHERE schemaname = 'public' AND tablename = $1`, [table])).rows[0].n) > 0;
+    await restoreItems(client, storage, [{ manifest, target: { schema: 'public', table: 'payments_plain' } }]);
+    expect(await analyzed('payments_plain')).toBe(false);
+    await restoreItems(client, storage, [{ manifest, target: { schema: 'public', table: 'payments_asked' } }], { analyze: true });
+    expect(await analyzed('payments_asked')).toBe(true);
+    await withoutGuard(client, () => restoreItems(client, storage, [{ manifest, target: { schema: 'public', table: 'payments_plain' } }], { replace: true }));
+    expect(await analyzed('payments_plain')).toBe(true);
+  });
 });

@@ -21,6 +21,8 @@ interface RestoreCommandOptions {
   suffix?: string;
   dryRun?: boolean;
   replace?: boolean;
+  /** --analyze / --no-analyze; undefined when neither is given. */
+  analyze?: boolean;
   json?: boolean;
 }
 
@@ -63,6 +65,8 @@ export function registerRestoreCommands(program: Command): void {
     .option('--suffix <text>', 'with --group: append this to every table name, e.g. _restored')
     .option('--replace', 'replace an existing table: the restored copy is built aside and swapped in only after it verifies')
     .option('--dry-run', 'print the SQL that would run (after checking the checksum) and change nothing')
+    .option('--analyze', 'ANALYZE the restored tables (default: only with --replace; otherwise autovacuum does it)')
+    .option('--no-analyze', 'do not ANALYZE, even with --replace')
     .option('--json', 'print the result as JSON')
     .action(async (options: RestoreCommandOptions) => {
       if (options.group && (options.table || options.into)) {
@@ -75,7 +79,16 @@ export function registerRestoreCommands(program: Command): void {
       const storage = openStorage(options.storage);
       const client = await connect(resolveDatabase(options.db), 'backstop restore');
       try {
-        const common = { client, storage, snapshotId: options.snapshotId, logger, replace: Boolean(options.replace), dryRun: Boolean(options.dryRun), progress: !options.json };
+        const common = {
+          client,
+          storage,
+          snapshotId: options.snapshotId,
+          logger,
+          replace: Boolean(options.replace),
+          dryRun: Boolean(options.dryRun),
+          progress: !options.json,
+          ...(options.analyze === undefined ? {} : { analyze: options.analyze }),
+        };
         const result = options.group
           ? await restoreGroup({ ...common, ...(options.intoSchema ? { intoSchema: options.intoSchema } : {}), ...(options.suffix ? { suffix: options.suffix } : {}) })
           : await restoreSnapshot({ ...common, ...(options.table ? { table: options.table } : {}), ...(options.into ? { into: options.into } : {}) });
