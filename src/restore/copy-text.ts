@@ -14,17 +14,12 @@
  *   t/f and blobs `\x` hex.
  */
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
-import { execFile } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
-import { constants } from 'node:fs/promises';
-import net from 'node:net';
+import type net from 'node:net';
 import os from 'node:os';
-import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { promisify } from 'node:util';
 import { SnapshotError, describeError } from '../errors/index.js';
-
-const execFileAsync = promisify(execFile);
+import { createNamedPipe, openPipeReader } from '../scratch/named-pipe.js';
+import { duckdbIdent, duckdbString } from '../snapshot/duckdb-sql.js';
 
 export interface CopyColumn {
   /** Column name in the Parquet file. */
@@ -37,14 +32,6 @@ export interface CopyColumn {
 
 const MB = 1024 * 1024;
 const MIN_MEMORY_LIMIT_MB = 256;
-
-function duckString(value: string): string {
-  return `'${value.replaceAll("'", "''")}'`;
-}
-
-function duckIdent(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
-}
 
 /**
  * COPY text format escapes: backslash, newline, carriage return and tab. Most values contain
@@ -66,7 +53,7 @@ const CAST_TYPES = [
 
 /** The DuckDB expression rendering one column as its COPY text field (NULL stays NULL). */
 export function renderExpression(column: CopyColumn, duckType: string): string {
-  const ref = duckIdent(column.parquetName);
+  const ref = duckdbIdent(column.parquetName);
   if (duckType === 'VARCHAR') return escapeText(ref);
   // As VARCHAR, or the CASE in escapeText would turn the '\N' NULL marker into JSON.
   if (duckType === 'JSON') return escapeText(`CAST(${ref} AS VARCHAR)`);
@@ -92,39 +79,21 @@ export interface ParquetCopyReader {
   /** The query that renders the lines; shown by --dry-run and in debug logs. */
   readonly sql: string;
   /**
-   * The COPY text, as a byte stream (call once). It ends after the last line, or fails with
-   * DuckDB's error; destroying it stops DuckDB.
+   * The COPY text, as a byte stream (call once); DuckDB writes it into a pipe made in `workDir`
+   * (a scratch folder). It ends after the last line, or fails with DuckDB's error; destroying it
+   * stops DuckDB.
    */
-  stream(): Promise<Readable>;
+  stream(workDir: string): Promise<Readable>;
   /** Stop DuckDB (if still writing) and release it. */
   close(): Promise<void>;
 }
 
 export interface ParquetCopyReaderOptions {
-  /** Folder for the pipe (default: the file's folder). */
-  workDir?: string;
   /**
    * DuckDB threads (default 1). PostgreSQL's COPY takes a core of its own, and one DuckDB thread
    * renders faster than COPY parses; see BENCHMARKS.md.
    */
   threads?: number;
-}
-
-/** The read end of a named pipe as a stream, held open until `release()` so it cannot report EOF before the writer came. */
-function openPipeReader(fifo: string): { stream: net.Socket; release(): void } {
-  const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
-  // A reader with no writer reads EOF at once; our own write end stands in for DuckDB's until
-  // DuckDB has finished (or failed), so the stream ends only after the last line.
-  const holdFd = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
-  let held = true;
-  return {
-    stream: new net.Socket({ fd: readFd, readable: true, writable: false }),
-    release() {
-      if (!held) return;
-      held = false;
-      closeSync(holdFd);
-    },
-  };
 }
 
 /** Open a local Parquet file for rendering `columns` (in COPY column order) as COPY text. */
@@ -138,12 +107,12 @@ export async function openParquetCopyReader(file: string, columns: CopyColumn[],
     // Each thread decodes a whole row group; wide rows make big ones (capture aims at 64 MB but
     // never writes fewer than 2048 rows to a group). Room for that, and no more.
     const groups = await connection.runAndReadAll(
-      `SELECT coalesce(max(bytes), 0)::BIGINT AS largest FROM (SELECT sum(total_uncompressed_size) AS bytes FROM parquet_metadata(${duckString(file)}) GROUP BY row_group_id)`,
+      `SELECT coalesce(max(bytes), 0)::BIGINT AS largest FROM (SELECT sum(total_uncompressed_size) AS bytes FROM parquet_metadata(${duckdbString(file)}) GROUP BY row_group_id)`,
     );
     const largestRowGroup = Number(groups.getRowsJS()[0]![0]);
     const memoryLimitMb = Math.max(MIN_MEMORY_LIMIT_MB, Math.ceil((threads * 3 * largestRowGroup) / MB) + 128);
     await connection.run(`SET memory_limit = '${memoryLimitMb}MB'`);
-    const source = `read_parquet(${duckString(file)})`;
+    const source = `read_parquet(${duckdbString(file)})`;
     const described = await connection.runAndReadAll(`DESCRIBE SELECT * FROM ${source}`);
     const types = new Map(described.getRowObjectsJS().map((row) => [String(row.column_name), String(row.column_type)]));
     const fields = columns.map((column) => {
@@ -166,16 +135,15 @@ export async function openParquetCopyReader(file: string, columns: CopyColumn[],
         const reader = await conn.runAndReadAll(`SELECT count(*)::BIGINT AS n FROM ${source}`);
         return Number(reader.getRowsJS()[0]![0]);
       },
-      async stream() {
+      async stream(workDir: string) {
         if (writing) throw new SnapshotError('the rows of a snapshot file can be streamed once per reader');
-        const fifo = path.join(options.workDir ?? path.dirname(file), `rows-${process.pid}-${Date.now()}.copy`);
-        await execFileAsync('mkfifo', ['-m', '600', fifo]);
+        const fifo = await createNamedPipe(workDir, 'rows.copy');
         const reader = openPipeReader(fifo);
         pipe = reader.stream;
         const stream = reader.stream;
         // Fields already escaped for COPY, so DuckDB's writer must not quote: tab-separated, \N for NULL.
         // (Measured: 0.77 CPU-s per 1M rows, against 0.92 s building each line in SQL.)
-        writing = conn.run(`COPY (${sql}) TO ${duckString(fifo)} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\t', NULLSTR '\\N')`).then(
+        writing = conn.run(`COPY (${sql}) TO ${duckdbString(fifo)} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\t', NULLSTR '\\N')`).then(
           () => reader.release(),
           (error: unknown) => {
             reader.release();

@@ -63,11 +63,11 @@ export async function loadRows(options: LoadOptions): Promise<LoadedRows> {
     options.progress?.done(result.rowCount ?? 0);
     return { rows: result.rowCount ?? 0, hash: null };
   }
-  const reader = await openParquetCopyReader(options.file, copyColumnsFor(manifest, columns), { workDir: options.workDir });
+  const reader = await openParquetCopyReader(options.file, copyColumnsFor(manifest, columns));
   const hasher = new RowHasher();
   let loaded: number;
   try {
-    const lines = await reader.stream();
+    const lines = await reader.stream(options.workDir);
     const copy = client.query(copyStreams.from(copyStatement(table, columns, options.freeze)));
     await pipeline(lines, hashingStream(hasher, options.progress ? (rows) => options.progress!.update(rows) : undefined), copy);
     loaded = copy.rowCount;

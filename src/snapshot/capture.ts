@@ -192,10 +192,14 @@ async function relationFacts(client: pg.ClientBase, relation: QualifiedName): Pr
   };
 }
 
-/** Average text width of the first rows, for a table without statistics (never vacuumed or analyzed). */
+/**
+ * Average text width of the first rows, for a table without statistics (never vacuumed or
+ * analyzed). Few rows: each is printed whole, and rows can be huge. The estimate only sizes row
+ * groups; one far off is corrected after the encode (rowGroupsTooLarge).
+ */
 async function sampledRowBytes(client: pg.ClientBase, from: string): Promise<number | null> {
   const { rows } = await client.query<{ bytes: number | null }>(
-    `SELECT avg(pg_catalog.octet_length(s.t::text))::float8 AS bytes FROM (SELECT t FROM ${from} AS t LIMIT 100) AS s`,
+    `SELECT avg(pg_catalog.octet_length(s.t::text))::float8 AS bytes FROM (SELECT t FROM ${from} AS t LIMIT 20) AS s`,
   );
   return rows[0]?.bytes ?? null;
 }
@@ -302,7 +306,15 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
       rowGroupRows: rowGroupRowsFor(averageRowBytes(error.hash)),
     };
     logger.debug('encoding the rows again', { table: displayName(target.table), reason: describeError(error.cause), max_record_bytes: error.hash.maxRowBytes });
-    result = await encodeWith(plan);
+    try {
+      result = await encodeWith(plan);
+    } catch (again) {
+      if (!(again instanceof ParquetEncodeRejected)) throw again;
+      throw new SnapshotError(`DuckDB could not encode the rows of ${displayName(target.table)} as Parquet: ${describeError(again.cause)}`, {
+        cause: again,
+        hint: 'check that the temp folder has room (TMPDIR); otherwise this is a bug in Backstop — report it with the table definition',
+      });
+    }
   }
   if (rowGroupsTooLarge(plan, result.encoded.hash)) {
     logger.debug('encoding the rows again with smaller row groups', { table: displayName(target.table), average_row_bytes: averageRowBytes(result.encoded.hash) });

@@ -56,7 +56,7 @@ export function copyOutSql(source: string, columns?: readonly string[]): string 
 }
 
 /** Run a COPY … TO STDOUT (text format) and hash its rows; the caller sets the session settings. */
-export async function hashCopyOut(client: pg.ClientBase, copySql: string): Promise<RowHashResult> {
+async function hashCopyOut(client: pg.ClientBase, copySql: string): Promise<RowHashResult> {
   const hasher = new RowHasher();
   const discard = new Writable({
     write(_chunk, _encoding, callback) {

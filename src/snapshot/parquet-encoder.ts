@@ -12,19 +12,15 @@
  * 1.03 s, and it is 9% smaller (no doubled quotes in JSON).
  */
 import { DuckDBInstance } from '@duckdb/node-api';
-import { execFile } from 'node:child_process';
-import { openSync } from 'node:fs';
-import { constants, open } from 'node:fs/promises';
-import net from 'node:net';
+import type net from 'node:net';
 import path from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { setTimeout as delay } from 'node:timers/promises';
-import { promisify } from 'node:util';
 import { SnapshotError, describeError } from '../errors/index.js';
+import { createNamedPipe, openPipeWriter, releasePipe } from '../scratch/named-pipe.js';
+import { duckdbIdent, duckdbString } from './duckdb-sql.js';
 import { RowHasher, hashingStream, type RowHashResult } from './row-hash/row-hasher.js';
 
-const execFileAsync = promisify(execFile);
 
 export interface EncodedColumn {
   parquetName: string;
@@ -60,53 +56,6 @@ export interface ParquetEncodeResult {
 const MB = 1024 * 1024;
 const DEFAULT_MEMORY_LIMIT = 256 * MB;
 const DEFAULT_THREADS = 1;
-
-export function duckdbString(text: string): string {
-  return `'${text.replace(/'/g, "''")}'`;
-}
-
-export function duckdbIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
-
-/**
- * Open the pipe with read and write access and close it again. On Linux this never blocks, and
- * it releases a peer blocked in open() (DuckDB waiting for a writer, or our writer waiting for a
- * reader) after the other side failed before opening its end.
- */
-async function releasePipe(fifo: string): Promise<void> {
-  try {
-    const handle = await open(fifo, constants.O_RDWR | constants.O_NONBLOCK);
-    await handle.close();
-  } catch {
-    // Already gone: nobody is blocked on it.
-  }
-}
-
-/**
- * The writing end of the pipe as a socket. A plain fs write stream does every write() on a libuv
- * worker thread, and DuckDB's query holds one of those threads while it reads the other end: with
- * as many captures in flight as there are workers (4 by default), every worker waits on a pipe
- * that only a queued write could fill — a deadlock. A socket writes through the event loop
- * (epoll) and needs no worker.
- *
- * The end is opened non-blocking, which fails with ENXIO until DuckDB has opened its end; we
- * retry on a timer rather than block a thread. Waiting for the reader matters: closing a writer
- * no reader ever saw (an empty table) would leave DuckDB waiting for a writer forever.
- */
-async function openPipeWriter(fifo: string, readerStopped: () => boolean, signal?: AbortSignal): Promise<net.Socket> {
-  for (;;) {
-    try {
-      const fd = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
-      return new net.Socket({ fd, readable: false, writable: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENXIO') throw error;
-    }
-    signal?.throwIfAborted();
-    if (readerStopped()) throw new SnapshotError('DuckDB stopped before it read the rows');
-    await delay(2);
-  }
-}
 
 /**
  * The pipe's writer as the end of the COPY pipeline. While DuckDB reads, chunks go into the pipe
@@ -187,9 +136,8 @@ export class ParquetEncodeRejected extends SnapshotError {
 }
 
 export async function encodeCopyToParquet(options: ParquetEncodeOptions): Promise<ParquetEncodeResult> {
-  const fifo = path.join(options.workDir, 'rows.copy');
+  const fifo = await createNamedPipe(options.workDir, 'rows.copy');
   const output = path.join(options.workDir, 'data.parquet');
-  await execFileAsync('mkfifo', ['-m', '600', fifo]);
 
   // A row must fit the reader's buffer; DuckDB needs a few buffers in flight.
   const maxLineSize = Math.max(2 * MB, options.maxRecordBytes);
