@@ -167,6 +167,22 @@ describe('approvals, roles and what plain roles cannot do', () => {
       const error = await pgError(dev.query(sql));
       expect({ sql, message: error.message }).toEqual({ sql, message: expect.stringMatching(expected) });
     }
+    // The marker Backstop puts on its own nested DDL cannot be forged with SET: its value is a
+    // secret that not even pg_read_all_data (backstop_agent) can read.
+    for (const forged of ['on', 'true', '']) {
+      await dev.query(`SELECT set_config('backstop.attaching', $1, false)`, [forged]);
+      for (const [sql, expected] of attempts.slice(1, 7)) {
+        const error = await pgError(dev.query(sql));
+        expect({ sql, forged, message: error.message }).toEqual({ sql, forged, message: expect.stringMatching(expected) });
+      }
+    }
+    await dev.query('RESET backstop.attaching');
+    await f.admin.query('SET ROLE backstop_agent');
+    try {
+      expect((await f.admin.query('SELECT count(*)::int AS n FROM backstop.attach_secret')).rows[0].n).toBe(0);
+    } finally {
+      await f.admin.query('RESET ROLE');
+    }
     const { rows } = await f.admin.query(`SELECT tgname, tgenabled, tgfoid::regproc::text AS fn FROM pg_trigger WHERE tgrelid = 'protected'::regclass`);
     expect(rows).toEqual([{ tgname: 'backstop_truncate_guard', tgenabled: 'A', fn: 'backstop.guard_truncate' }]);
     // Ordinary triggers of the owner's own are none of Backstop's business.

@@ -125,7 +125,7 @@ describe('backstop install / uninstall', () => {
     expect(rows[0].n).toBe(2);
 
     // Reinstalling guards the existing tables again.
-    expect((await install(client)).applied).toEqual(['0001_core', '0002_guard']);
+    expect((await install(client)).applied).toEqual(['0001_core', '0002_guard', '0003_attach_marker']);
     const { rows: guarded } = await client.query(`SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'app.users'::regclass AND tgname = 'backstop_truncate_guard'`);
     expect(guarded).toEqual([{ tgenabled: 'A' }]);
     await uninstall(client);
