@@ -8,10 +8,11 @@
  * function reads back to the same value — for the common types, in exactly the form PostgreSQL
  * prints, so that the row hash of the loaded lines equals the snapshot's:
  * - columns stored as text hold the PostgreSQL text form and go through verbatim (escaped);
- * - native columns are cast to DuckDB's text form, which PostgreSQL accepts exactly: shortest
- *   round-trip floats with nan/inf/-inf/-0.0, dates and timestamps with microseconds, infinity
- *   and "(BC)", timestamptz in UTC with "+00", canonical uuids, exact decimals; booleans become
- *   t/f and blobs `\x` hex.
+ * - native columns are cast to DuckDB's text form, which PostgreSQL accepts exactly: dates and
+ *   timestamps with microseconds, timestamptz in UTC with "+00", canonical uuids, exact
+ *   decimals; float8 in PostgreSQL's own layout of its short digits (float-text.ts), float4 as
+ *   DuckDB prints it;
+ *   booleans become t/f and blobs lower-case `\x` hex.
  */
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import type net from 'node:net';
@@ -20,6 +21,7 @@ import type { Readable } from 'node:stream';
 import { SnapshotError, describeError } from '../errors/index.js';
 import { createNamedPipe, openPipeReader } from '../scratch/named-pipe.js';
 import { duckdbIdent, duckdbString } from '../snapshot/duckdb-sql.js';
+import { FLOAT_TEXT_MACROS, pgFloat8Text } from './float-text.js';
 
 export interface CopyColumn {
   /** Column name in the Parquet file. */
@@ -46,7 +48,6 @@ function escapeText(expression: string): string {
 
 const CAST_TYPES = [
   /^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT)$/,
-  /^(FLOAT|DOUBLE)$/,
   /^DECIMAL\(\d+,\d+\)$/,
   /^(DATE|TIME|TIMESTAMP|TIMESTAMP WITH TIME ZONE|TIME WITH TIME ZONE|TIMESTAMP_MS|TIMESTAMP_S|UUID|INTERVAL)$/,
 ];
@@ -68,6 +69,9 @@ export function renderExpression(column: CopyColumn, duckType: string): string {
     });
   }
   if (duckType === 'BOOLEAN') return `CASE WHEN ${ref} THEN 't' WHEN NOT ${ref} THEN 'f' END`;
+  if (duckType === 'DOUBLE') return pgFloat8Text(ref);
+  // Shortest round-trip digits in fixed or exponent notation; PostgreSQL reads them exactly.
+  if (duckType === 'FLOAT') return `CAST(${ref} AS VARCHAR)`;
   if (CAST_TYPES.some((pattern) => pattern.test(duckType))) return `CAST(${ref} AS VARCHAR)`;
   throw new SnapshotError(`column "${column.parquetName}" (${column.pgType}) is stored as Parquet/DuckDB type ${duckType}, which restore cannot render`, {
     hint: 'this snapshot was written by an incompatible version; restore it with the Backstop version that captured it',
@@ -104,6 +108,7 @@ export async function openParquetCopyReader(file: string, columns: CopyColumn[],
   try {
     connection = await instance.connect();
     await connection.run(`SET TimeZone = 'UTC'`);
+    for (const macro of FLOAT_TEXT_MACROS) await connection.run(macro);
     // Each thread decodes a whole row group; wide rows make big ones (capture aims at 64 MB but
     // never writes fewer than 2048 rows to a group). Room for that, and no more.
     const groups = await connection.runAndReadAll(
