@@ -5,10 +5,12 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveDatabase } from '../../src/db/connection.js';
 import { quoteQualified, type QualifiedName } from '../../src/db/identifiers.js';
+import { createLogger } from '../../src/log/logger.js';
 import { captureTable } from '../../src/snapshot/capture.js';
 import { contentHash } from '../../src/snapshot/content-hash.js';
 import { findManifest, listManifests } from '../../src/snapshot/list.js';
@@ -206,6 +208,22 @@ describe('table names and shapes', () => {
     expect(manifest.row_count).toBe(3);
     const rows = await duckdbQuery(await downloadDataFile(storage, manifest), `SELECT id, length(big)::INTEGER AS len, md5(big) AS h, octet_length(blob)::INTEGER AS blen, md5(blob) AS bh FROM p ORDER BY id`);
     const { rows: expected } = await client.query(`SELECT id, length(big) AS len, md5(big) AS h, octet_length(blob) AS blen, md5(blob) AS bh FROM wide_row ORDER BY id`);
+    expect(rows).toEqual(expected);
+  });
+
+  it('captures a row longer than the first encode reads, by encoding again with a bigger buffer', async () => {
+    // 40 MB in one row: DuckDB refuses the first encode (31 MB), the COPY is read to its end, and
+    // the second encode is sized from the row hash's longest row.
+    await client.query(`CREATE TABLE huge_row (id int, big text)`);
+    await client.query(`INSERT INTO huge_row VALUES (1, 'small'), (2, repeat('0123456789', 4 * 1024 * 1024)), (3, NULL)`);
+    const lines: string[] = [];
+    const logger = createLogger({ level: 'debug', json: true, stream: new Writable({ write: (chunk, _encoding, done) => { lines.push(String(chunk)); done(); } }) });
+    const manifest = await captureTable({ database: resolveDatabase(db.url), storage, table: { schema: 'public', table: 'huge_row' }, logger });
+    expect(manifest.row_count).toBe(3);
+    expect(lines.map((line) => JSON.parse(line).msg)).toContain('encoding the rows again');
+    expect(manifest.content_hash).toEqual(await contentHash(client, { schema: 'public', table: 'huge_row' }));
+    const rows = await duckdbQuery(await downloadDataFile(storage, manifest), `SELECT id, length(big)::INTEGER AS len, md5(big) AS h FROM p ORDER BY id`);
+    const { rows: expected } = await client.query(`SELECT id, length(big) AS len, md5(big) AS h FROM huge_row ORDER BY id`);
     expect(rows).toEqual(expected);
   });
 });
