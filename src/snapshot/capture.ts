@@ -7,12 +7,11 @@
  *    longest record) into DuckDB, which writes a local Parquet file. When DuckDB refuses a value
  *    its native type cannot hold (or a record too long for its buffer), the COPY still runs to its
  *    end, the columns at fault are found with a cheap range check, and the rows are encoded again.
- * 2. After the transaction: upload each data file, hashing it (SHA-256) as it streams, and check
- *    the stored size against the local file.
- * 3. Only then write the manifests — the commit point. Any failure or abort before that removes
+ *    Each data file is uploaded while DuckDB writes it, hashed (SHA-256) as it streams, and its
+ *    stored size checked against the finished local file.
+ * 2. After the transaction, write the manifests — the commit point. Any failure or abort before that removes
  *    the uploaded data files (best effort; prune collects what a crash leaves behind).
  */
-import { createReadStream } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -29,6 +28,7 @@ import { contentHashOf, copyOutSql, rowSourceSql, type ContentHash } from './con
 import { inSnapshotTransaction, type DatabaseSource } from './database-session.js';
 import { snapshotKeys, type SnapshotKeys } from './layout.js';
 import { MANIFEST_FORMAT_VERSION, serializeManifest, type Manifest, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
+import { followGrowingFile } from './growing-file.js';
 import { ParquetEncodeRejected, encodeCopyToParquet, type ParquetEncodeResult } from './parquet-encoder.js';
 import type { RowHashResult } from './row-hash/row-hasher.js';
 import { CANONICAL_SETTINGS } from './session-settings.js';
@@ -87,9 +87,21 @@ interface CapturedData {
   contentHash: ContentHash;
   dbSizeBytes: number;
   warnings: string[];
-  parquetFile: string;
+  /** The data file as stored: size and SHA-256 of what was uploaded. */
+  stored: StoredDataFile;
   startedAt: number;
 }
+
+interface StoredDataFile {
+  size: number;
+  sha256: string;
+}
+
+/**
+ * Stores the Parquet file `file` while the encode (`encoding`) is still writing it, under the
+ * key the capture chose for the table; resolves once the upload is complete and checked.
+ */
+type StoreDataFile = (file: string, encoding: Promise<unknown>, sizeHint: number, signal: AbortSignal) => Promise<StoredDataFile>;
 
 interface SnapshotContext {
   createdAt: Date;
@@ -232,7 +244,14 @@ function rowGroupsTooLarge(plan: EncodePlan, hash: RowHashResult): boolean {
   return plan.rowGroupRows > MIN_ROW_GROUP_ROWS && plan.rowGroupRows > 4 * rowGroupRowsFor(averageRowBytes(hash));
 }
 
-async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir: string, options: CaptureOptions, logger: Logger): Promise<CapturedData> {
+async function captureData(
+  client: pg.ClientBase,
+  target: CaptureTarget,
+  workDir: string,
+  store: StoreDataFile,
+  options: CaptureOptions,
+  logger: Logger,
+): Promise<CapturedData> {
   const startedAt = Date.now();
   const warnings: string[] = [];
   const { definition, rows: rowsDefinition } = await tableDefinitions(client, target, warnings);
@@ -254,13 +273,21 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
   const label = `snapshot ${displayName(target.table)}`;
   const progress = options.progress ? createProgress({ label, logger, ...(facts.estimatedRows ? { totalRows: facts.estimatedRows } : {}) }) : undefined;
   let attempts = 0;
-  const encodeWith = async (plan: EncodePlan): Promise<{ encoded: ParquetEncodeResult; copied: number }> => {
+  // Each encode uploads its file while DuckDB writes it (growing-file.ts): the upload costs
+  // little more than the encode. A file DuckDB refuses is never published: its upload is
+  // aborted with it (storage removes what was partly written) and the next encode stores anew.
+  const encodeWith = async (plan: EncodePlan): Promise<{ encoded: ParquetEncodeResult; copied: number; stored: StoredDataFile }> => {
     const dir = path.join(workDir, `encode-${++attempts}`);
     await mkdir(dir);
+    const output = path.join(dir, 'data.parquet');
+    const uploadAbort = new AbortController();
+    const onAbort = () => uploadAbort.abort(options.signal?.reason);
+    options.signal?.addEventListener('abort', onAbort, { once: true });
     let copyStream: copyStreams.CopyToStreamQuery | undefined;
     try {
-      const encoded = await encodeCopyToParquet({
+      const encoding = encodeCopyToParquet({
         workDir: dir,
+        output,
         columns: plan.storages.map((s, index) => ({ parquetName: names[index]!, expression: s.duckdbExpression })),
         openCopy: () => {
           copyStream = client.query(copyStreams.to(copySql));
@@ -273,10 +300,17 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
         ...(options.signal ? { signal: options.signal } : {}),
         ...(progress ? { onProgress: (rows: number, bytes: number) => progress.update(rows, bytes) } : {}),
       });
-      return { encoded, copied: copyStream?.rowCount ?? -1 };
+      const storing = store(output, encoding, facts.sizeBytes, uploadAbort.signal);
+      const [encoded, stored] = await Promise.allSettled([encoding, storing]);
+      // The encode's failure comes first: the upload of its file failed because of it.
+      if (encoded.status === 'rejected') throw encoded.reason;
+      if (stored.status === 'rejected') throw stored.reason;
+      return { encoded: encoded.value, copied: copyStream?.rowCount ?? -1, stored: stored.value };
     } catch (error) {
       await rm(dir, { recursive: true, force: true });
       throw error;
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
     }
   };
 
@@ -292,7 +326,7 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
   };
   let unrepresentable = plans.map(() => false);
   let earlierHash: RowHashResult | undefined;
-  let result: { encoded: ParquetEncodeResult; copied: number };
+  let result: { encoded: ParquetEncodeResult; copied: number; stored: StoredDataFile };
   try {
     result = await encodeWith(plan);
   } catch (error) {
@@ -323,7 +357,7 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
     plan = { ...plan, rowGroupRows: rowGroupRowsFor(averageRowBytes(result.encoded.hash)) };
     result = await encodeWith(plan);
   }
-  const { encoded, copied } = result;
+  const { encoded, copied, stored } = result;
   const hash = encoded.hash;
   const storages = plan.storages;
 
@@ -376,27 +410,39 @@ async function captureData(client: pg.ClientBase, target: CaptureTarget, workDir
     contentHash: contentHashOf(hash),
     dbSizeBytes: facts.sizeBytes,
     warnings,
-    parquetFile: encoded.file,
+    stored,
     startedAt,
   };
 }
 
-/** Upload a local data file, hashing it on the way; the stored size is checked against the file. */
-async function uploadDataFile(storage: Storage, key: string, file: string, signal: AbortSignal | undefined): Promise<{ size: number; sha256: string }> {
-  const local = await stat(file);
-  const digest = digestingStream();
-  const body = createReadStream(file);
-  body.on('error', (error) => digest.destroy(error));
-  body.pipe(digest);
-  const { size } = await storage.put(key, digest, { size: local.size, ...(signal ? { signal } : {}) });
-  const streamed = digest.result();
-  const stored = await storage.head(key);
-  if (size !== local.size || streamed.size !== local.size || stored?.size !== local.size) {
-    throw new SnapshotError(`data file ${key} was not stored completely (${local.size} bytes encoded, ${stored?.size ?? 'no'} bytes stored)`, {
-      hint: 'check the storage service; nothing was published',
-    });
-  }
-  return { size: local.size, sha256: streamed.sha256 };
+/**
+ * Store data files under `key` while they are written, hashing them (SHA-256) on the way; the
+ * stored size is checked against the finished local file. `onStart` learns every key written to,
+ * so that a failed capture can remove it.
+ */
+function storeDataFileAs(storage: Storage, key: string, onStart: (key: string) => void): StoreDataFile {
+  return async (file, encoding, sizeHint, signal) => {
+    onStart(key);
+    const digest = digestingStream();
+    const body = followGrowingFile(file, encoding, signal);
+    body.on('error', (error) => digest.destroy(error));
+    // put() reports any failure of its body; without a listener of our own, an error after put
+    // gave up on the stream (an abort) would be thrown by pipe() as unhandled.
+    digest.on('error', () => {});
+    body.pipe(digest);
+    // The size lets S3 choose a part size for very large files; the table's size on disk is
+    // more than its Parquet file will take.
+    const { size } = await storage.put(key, digest, { size: sizeHint, signal });
+    const local = await stat(file);
+    const streamed = digest.result();
+    const stored = await storage.head(key);
+    if (size !== local.size || streamed.size !== local.size || stored?.size !== local.size) {
+      throw new SnapshotError(`data file ${key} was not stored completely (${local.size} bytes encoded, ${stored?.size ?? 'no'} bytes stored)`, {
+        hint: 'check the storage service; nothing was published',
+      });
+    }
+    return { size: local.size, sha256: streamed.sha256 };
+  };
 }
 
 async function runLimited<T, R>(items: readonly T[], limit: number, work: (item: T, index: number) => Promise<R>): Promise<R[]> {
@@ -428,57 +474,52 @@ async function captureMany(targets: CaptureTarget[], options: CaptureOptions, gr
   const written: string[] = [];
   let current: QualifiedName = targets[0]!.table;
   try {
-    const dataOf = async (client: pg.ClientBase, target: CaptureTarget, index: number): Promise<CapturedData> => {
+    // Every table's snapshot id and keys are chosen up front: its data file is stored while it
+    // is encoded.
+    const planned = targets.map((target) => ({ target, snapshotId: newSnapshotId(), keys: undefined as SnapshotKeys | undefined }));
+    const dataOf = async (client: pg.ClientBase, target: CaptureTarget, index: number, timestamp: string): Promise<CapturedData> => {
       current = target.table;
       const workDir = path.join(tempRoot, String(index));
       await mkdir(workDir);
+      const keys = snapshotKeys(target.table, timestamp, planned[index]!.snapshotId);
+      planned[index]!.keys = keys;
+      const store = storeDataFileAs(options.storage, keys.data, (key) => {
+        if (!uploaded.includes(key)) uploaded.push(key);
+      });
       try {
-        return await captureData(client, target, workDir, options, logger.child({ table: displayName(target.table) }));
+        return await captureData(client, target, workDir, store, options, logger.child({ table: displayName(target.table) }));
       } catch (error) {
         throw wrapFailure(error, target.table, options.signal);
       }
     };
 
-    // Phase 1: every table read in the same database snapshot.
+    // Phase 1: every table read in the same database snapshot, its data file stored as it is written.
     const concurrency = group?.concurrency ?? 1;
     const { context, captured } = await inSnapshotTransaction(database, options.snapshot, async (client) => {
       const context = await snapshotContext(client);
+      const timestamp = storageTimestamp(context.createdAt);
       if (concurrency <= 1 || targets.length === 1) {
         const captured: CapturedData[] = [];
-        for (const [index, target] of targets.entries()) captured.push(await dataOf(client, target, index));
+        for (const [index, target] of targets.entries()) captured.push(await dataOf(client, target, index, timestamp));
         return { context, captured };
       }
       const exported = options.snapshot ?? (await client.query<{ id: string }>('SELECT pg_catalog.pg_export_snapshot() AS id')).rows[0]!.id;
       const captured = await runLimited(targets, concurrency, (target, index) =>
-        inSnapshotTransaction(database, exported, (worker) => dataOf(worker, target, index), options.signal),
+        inSnapshotTransaction(database, exported, (worker) => dataOf(worker, target, index, timestamp), options.signal),
       );
       return { context, captured };
     }, options.signal);
 
-    // Phase 2: data files into storage.
-    const timestamp = storageTimestamp(context.createdAt);
     const groupInfo: ManifestGroup | null = group
       ? { name: group.name, id: newGroupId(), tables: targets.map((t) => ({ schema: t.table.schema, table: t.table.table })) }
       : null;
-    const planned = captured.map((data) => {
-      const snapshotId = newSnapshotId();
-      return { data, snapshotId, keys: snapshotKeys(data.target.table, timestamp, snapshotId) };
-    });
-    const stored = await runLimited(planned, Math.max(1, concurrency), async ({ data, keys }) => {
-      current = data.target.table;
-      options.signal?.throwIfAborted();
-      uploaded.push(keys.data);
-      return uploadDataFile(options.storage, keys.data, data.parquetFile, options.signal);
-    });
 
     // Phase 3: manifests, the commit point.
-    const manifests = planned.map(({ data, snapshotId, keys }, index) =>
-      buildManifest(data, snapshotId, keys, stored[index]!, context, groupInfo, options),
-    );
+    const manifests = captured.map((data, index) => buildManifest(data, planned[index]!.snapshotId, planned[index]!.keys!, context, groupInfo, options));
     options.signal?.throwIfAborted();
     for (const [index, manifest] of manifests.entries()) {
       current = captured[index]!.target.table;
-      const key = planned[index]!.keys.manifest;
+      const key = planned[index]!.keys!.manifest;
       written.push(key);
       await options.storage.put(key, Readable.from([Buffer.from(serializeManifest(manifest))]), { contentType: 'application/json' });
       logger.info('snapshot captured', {
@@ -504,7 +545,6 @@ function buildManifest(
   data: CapturedData,
   snapshotId: string,
   keys: SnapshotKeys,
-  stored: { size: number; sha256: string },
   context: SnapshotContext,
   group: ManifestGroup | null,
   options: CaptureOptions,
@@ -520,8 +560,8 @@ function buildManifest(
     definition: data.definition,
     parquet_path: keys.data,
     location: `${options.storage.url.replace(/\/+$/, '')}/${keys.data}`,
-    size_bytes: stored.size,
-    checksum: stored.sha256,
+    size_bytes: data.stored.size,
+    checksum: data.stored.sha256,
     checksum_algorithm: 'sha256',
     content_hash: data.contentHash,
     session_settings: { ...CANONICAL_SETTINGS },

@@ -29,8 +29,10 @@ export interface EncodedColumn {
 }
 
 export interface ParquetEncodeOptions {
-  /** Empty folder for the pipe, DuckDB's database and spill files, and the output. */
+  /** Empty folder for the pipe and DuckDB's database and spill files. */
   workDir: string;
+  /** The Parquet file to write (it must not exist); it grows front to back, footer last. */
+  output: string;
   columns: readonly EncodedColumn[];
   /** Starts the COPY … TO STDOUT (text format) and returns its stream. */
   openCopy: () => Readable;
@@ -137,7 +139,7 @@ export class ParquetEncodeRejected extends SnapshotError {
 
 export async function encodeCopyToParquet(options: ParquetEncodeOptions): Promise<ParquetEncodeResult> {
   const fifo = await createNamedPipe(options.workDir, 'rows.copy');
-  const output = path.join(options.workDir, 'data.parquet');
+  const output = options.output;
 
   // A row must fit the reader's buffer; DuckDB needs a few buffers in flight.
   const maxLineSize = Math.max(2 * MB, options.maxRecordBytes);

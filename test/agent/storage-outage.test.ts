@@ -30,6 +30,11 @@ describe('storage outage', () => {
       const { rows } = await client.query(`SELECT storage_ok FROM backstop.agents WHERE agent_id = $1`, [agent!.agentId]);
       return rows[0]?.storage_ok === true;
     }, 60_000, 'storage_ok');
+    // The startup sweep must be done: a capture still uploading would create the folder again.
+    await waitUntil(async () => {
+      const { rows } = await client.query(`SELECT ready FROM backstop.readiness WHERE schema_name = 'public' AND table_name = 'accounts'`);
+      return rows[0]?.ready === true;
+    }, 60_000, 'the startup snapshot of public.accounts');
 
     // The folder becomes a file: nothing can be written there any more.
     await rename(storage, `${storage}.moved`);
