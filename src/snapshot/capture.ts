@@ -18,7 +18,7 @@ import { Readable } from 'node:stream';
 import copyStreams from 'pg-copy-streams';
 import pg from 'pg';
 import { createTableSql, describeTable, type TableDefinition } from '../db/catalog.js';
-import { displayName, type QualifiedName } from '../db/identifiers.js';
+import { displayName, quoteQualified, type QualifiedName } from '../db/identifiers.js';
 import { BackstopError, DatabaseError, NotFoundError, PrivilegeError, SnapshotError, describeError } from '../errors/index.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import { createProgress } from '../log/progress.js';
@@ -171,6 +171,27 @@ async function unrepresentableColumns(client: pg.ClientBase, from: string, check
   return checks.map((_, index) => rows[0]?.[`flag_${index}`] === true);
 }
 
+/**
+ * Take the table's ACCESS SHARE lock before reading anything that depends on it. Describing a
+ * table reads its owned sequences, and DROP TABLE locks the table first and those sequences
+ * after: a capture that read the sequence first and then waited for the table could deadlock
+ * with a DROP approved meanwhile (seen: the agent's startup sweep against a DROP of the same
+ * table). Taking the table first orders the two the same way; one waits for the other.
+ */
+async function lockForReading(client: pg.ClientBase, relation: QualifiedName): Promise<void> {
+  const { rows } = await client.query<{ relkind: string }>(
+    `SELECT c.relkind::text AS relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relname = $2`,
+    [relation.schema, relation.table],
+  );
+  // Foreign tables take no lock worth ordering (and LOCK TABLE refuses some of them).
+  const relkind = rows[0]?.relkind;
+  if (relkind && ['r', 'p', 'm', 'v'].includes(relkind)) {
+    // A plain table is read without its inheritance children; partitions are read with their parent.
+    await client.query(`LOCK TABLE ${relkind === 'r' ? 'ONLY ' : ''}${quoteQualified(relation)} IN ACCESS SHARE MODE`);
+  }
+}
+
 interface RelationFacts {
   unlogged: boolean;
   sizeBytes: number;
@@ -254,9 +275,10 @@ async function captureData(
 ): Promise<CapturedData> {
   const startedAt = Date.now();
   const warnings: string[] = [];
-  const { definition, rows: rowsDefinition } = await tableDefinitions(client, target, warnings);
   const source = target.readFrom ?? target.table;
   const from = await rowSourceSql(client, source);
+  await lockForReading(client, source);
+  const { definition, rows: rowsDefinition } = await tableDefinitions(client, target, warnings);
   const facts = await relationFacts(client, source);
   if (definition.persistence === 'unlogged') warnings.push('the table is UNLOGGED: PostgreSQL empties it after a crash and does not replicate it');
 

@@ -15,6 +15,7 @@ import { listManifests } from '../../src/snapshot/list.js';
 import { LocalStorage } from '../../src/storage/local.js';
 import type { PutOptions, Storage } from '../../src/storage/storage.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { withoutGuard } from '../restore/guard.js';
 
 let db: TestDatabase;
 let client: pg.Client;
@@ -115,6 +116,23 @@ describe('failed captures publish nothing', () => {
     expect(await leftovers(storage)).toEqual([]);
   });
 
+  it('when the table is dropped while the capture waits for it', async () => {
+    await client.query(`CREATE TABLE lock_order (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text);
+                        INSERT INTO lock_order (note) SELECT 'n' || g FROM generate_series(1, 100) g`);
+    const storage = new LocalStorage(path.join(folder, 'lock-order'));
+    const blocker = await db.client();
+    await blocker.query('BEGIN; LOCK TABLE lock_order IN ACCESS EXCLUSIVE MODE');
+    const capture = captureTable({ database: resolveDatabase(db.url), storage, table: { schema: 'public', table: 'lock_order' } }).catch((e: unknown) => e);
+    await waitFor(async () => (await client.query(`SELECT count(*)::int AS n FROM pg_locks WHERE relation = 'lock_order'::regclass AND NOT granted`)).rows[0].n > 0);
+    await withoutGuard(blocker, async () => {
+      await blocker.query('DROP TABLE lock_order');
+      await blocker.query('COMMIT');
+    });
+    const error = await capture;
+    expect(error).toBeInstanceOf(BackstopError);
+    expect((error as Error).message).toMatch(/lock_order/);
+    expect(await leftovers(storage)).toEqual([]);
+  });
   it('when the capture connection is killed', async () => {
     const storage = new LocalStorage(path.join(folder, 'killed'));
     const blocker = await db.client();
@@ -140,5 +158,31 @@ describe('failed captures publish nothing', () => {
     const storage = new LocalStorage(path.join(folder, 'missing'));
     await expect(captureTable({ database: resolveDatabase(db.url), storage, table: { schema: 'public', table: 'nope' } })).rejects.toBeInstanceOf(NotFoundError);
     expect(await leftovers(storage)).toEqual([]);
+  });
+});
+
+describe('lock order', () => {
+  it("takes the table's lock before reading its sequences, the order DROP TABLE takes them in", async () => {
+    // Otherwise a capture holding the sequence and waiting for the table, and a DROP holding the
+    // table and waiting for the sequence, deadlock (seen with the agent's startup sweep).
+    await client.query(`CREATE TABLE seq_order (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text);
+                        INSERT INTO seq_order (note) SELECT 'n' || g FROM generate_series(1, 100) g`);
+    const sequence = (await client.query(`SELECT pg_get_serial_sequence('seq_order', 'id') AS s`)).rows[0].s as string;
+    const storage = new LocalStorage(path.join(folder, 'seq-order'));
+    const blocker = await db.client();
+    // Renaming the sequence holds it exclusively until the blocker's transaction ends.
+    await blocker.query(`BEGIN; ALTER SEQUENCE ${sequence} RENAME TO seq_order_renamed`);
+    const capture = captureTable({ database: resolveDatabase(db.url), storage, table: { schema: 'public', table: 'seq_order' } }).catch((e: unknown) => e);
+    let pid = 0;
+    await waitFor(async () => {
+      const { rows } = await client.query(`SELECT pid FROM pg_locks WHERE relation = $1::regclass AND NOT granted`, [sequence]);
+      pid = rows[0]?.pid ?? 0;
+      return pid > 0;
+    });
+    const held = await client.query(`SELECT mode FROM pg_locks WHERE pid = $1 AND relation = 'seq_order'::regclass AND granted`, [pid]);
+    await blocker.query('ROLLBACK');
+    expect(held.rows.map((r) => r.mode)).toContain('AccessShareLock');
+    const manifest = await capture;
+    expect((manifest as { row_count?: number }).row_count).toBe(100);
   });
 });
