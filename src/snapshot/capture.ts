@@ -12,6 +12,7 @@
  * 2. After the transaction, write the manifests — the commit point. Any failure or abort before that removes
  *    the uploaded data files (best effort; prune collects what a crash leaves behind).
  */
+import { createReadStream } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -238,6 +239,7 @@ async function sampledRowBytes(client: pg.ClientBase, from: string): Promise<num
 }
 
 const MB = 1024 * 1024;
+const LOCAL_COPY_CHUNK_BYTES = MB;
 /**
  * Longest row the first encode accepts: the encoder's 32 MB read buffer holds it, so it
  * costs no more memory than a table of short rows already takes. A longer one makes DuckDB refuse
@@ -438,15 +440,26 @@ async function captureData(
 }
 
 /**
- * Store data files under `key` while they are written, hashing them (SHA-256) on the way; the
- * stored size is checked against the finished local file. `onStart` learns every key written to,
- * so that a failed capture can remove it.
+ * Store data files under `key`, hashing them (SHA-256) on the way; the stored size is checked
+ * against the finished local file. `onStart` learns every key written to, so that a failed
+ * capture can remove it.
+ *
+ * Remote storage (S3) is fed while DuckDB still writes the file: the network wait overlaps the
+ * encode. A local folder gets the finished file: copying it costs ≈ 0.1 s per 50 MB, and done
+ * beside the encode its buffers came on top of DuckDB's memory (capture peak RSS 257 → 298 MB at
+ * 1M rows, 271 → 368 MB at 5M: over the 1.2× growth budget).
  */
 function storeDataFileAs(storage: Storage, key: string, onStart: (key: string) => void): StoreDataFile {
   return async (file, encoding, sizeHint, signal) => {
     onStart(key);
     const digest = digestingStream();
-    const body = followGrowingFile(file, encoding, signal);
+    let body: Readable;
+    if (storage.localFile) {
+      await encoding;
+      body = createReadStream(file, { highWaterMark: LOCAL_COPY_CHUNK_BYTES });
+    } else {
+      body = followGrowingFile(file, encoding, signal);
+    }
     body.on('error', (error) => digest.destroy(error));
     // put() reports any failure of its body; without a listener of our own, an error after put
     // gave up on the stream (an abort) would be thrown by pipe() as unhandled.
