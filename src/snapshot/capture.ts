@@ -25,7 +25,7 @@ import { silentLogger, type Logger } from '../log/logger.js';
 import { createProgress } from '../log/progress.js';
 import { digestingStream } from '../storage/digest.js';
 import type { Storage } from '../storage/storage.js';
-import { contentHashOf, copyOutSql, rowSourceSql, type ContentHash } from './content-hash.js';
+import { contentHashOf, copyOutSql, rowSource, type ContentHash, type RowSource } from './content-hash.js';
 import { inSnapshotTransaction, type DatabaseSource } from './database-session.js';
 import { snapshotKeys, type SnapshotKeys } from './layout.js';
 import { MANIFEST_FORMAT_VERSION, serializeManifest, type Manifest, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
@@ -179,18 +179,11 @@ async function unrepresentableColumns(client: pg.ClientBase, from: string, check
  * with a DROP approved meanwhile (seen: the agent's startup sweep against a DROP of the same
  * table). Taking the table first orders the two the same way; one waits for the other.
  */
-async function lockForReading(client: pg.ClientBase, relation: QualifiedName): Promise<void> {
-  const { rows } = await client.query<{ relkind: string }>(
-    `SELECT c.relkind::text AS relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND c.relname = $2`,
-    [relation.schema, relation.table],
-  );
-  // Foreign tables take no lock worth ordering (and LOCK TABLE refuses some of them).
-  const relkind = rows[0]?.relkind;
-  if (relkind && ['r', 'p', 'm', 'v'].includes(relkind)) {
-    // A plain table is read without its inheritance children; partitions are read with their parent.
-    await client.query(`LOCK TABLE ${relkind === 'r' ? 'ONLY ' : ''}${quoteQualified(relation)} IN ACCESS SHARE MODE`);
-  }
+async function lockForReading(client: pg.ClientBase, source: RowSource): Promise<void> {
+  // Foreign tables take no lock worth ordering (and LOCK TABLE refuses some of them). The FROM
+  // target locks what the COPY reads: a plain table without its inheritance children, a
+  // partitioned table with its partitions.
+  if (source.relkind !== 'f') await client.query(`LOCK TABLE ${source.from} IN ACCESS SHARE MODE`);
 }
 
 interface RelationFacts {
@@ -278,8 +271,9 @@ async function captureData(
   const startedAt = Date.now();
   const warnings: string[] = [];
   const source = target.readFrom ?? target.table;
-  const from = await rowSourceSql(client, source);
-  await lockForReading(client, source);
+  const sourceRows = await rowSource(client, source);
+  const { from } = sourceRows;
+  await lockForReading(client, sourceRows);
   const { definition, rows: rowsDefinition } = await tableDefinitions(client, target, warnings);
   const facts = await relationFacts(client, source);
   if (definition.persistence === 'unlogged') warnings.push('the table is UNLOGGED: PostgreSQL empties it after a crash and does not replicate it');

@@ -34,11 +34,17 @@ export function contentHashOf(result: RowHashResult): ContentHash {
   return { algorithm: CONTENT_HASH_ALGORITHM, row_count: result.rows, value: result.value };
 }
 
-/**
- * FROM target for a relation's own rows: a partitioned table includes its partitions, while a
- * plain table excludes inheritance children (they are tables of their own).
- */
-export async function rowSourceSql(client: pg.ClientBase, relation: QualifiedName): Promise<string> {
+export interface RowSource {
+  /**
+   * FROM target for the relation's own rows: a partitioned table includes its partitions, while
+   * a plain table excludes inheritance children (they are tables of their own).
+   */
+  from: string;
+  /** pg_class.relkind: r, p, m, f or v. */
+  relkind: string;
+}
+
+export async function rowSource(client: pg.ClientBase, relation: QualifiedName): Promise<RowSource> {
   const { rows } = await client.query<{ relkind: string }>(
     `SELECT c.relkind::text AS relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'm', 'f', 'v')`,
@@ -46,7 +52,12 @@ export async function rowSourceSql(client: pg.ClientBase, relation: QualifiedNam
   );
   const relkind = rows[0]?.relkind;
   if (!relkind) throw new NotFoundError(`table ${displayName(relation)} does not exist`, { hint: 'check the schema and table name (quote names with capitals: "My Table")' });
-  return relkind === 'r' ? `ONLY ${quoteQualified(relation)}` : quoteQualified(relation);
+  return { from: relkind === 'r' ? `ONLY ${quoteQualified(relation)}` : quoteQualified(relation), relkind };
+}
+
+/** The FROM target of rowSource. */
+export async function rowSourceSql(client: pg.ClientBase, relation: QualifiedName): Promise<string> {
+  return (await rowSource(client, relation)).from;
 }
 
 /** The COPY (text format) that prints `columns` (all of them, in attnum order, when omitted) of rows from `source`. */
