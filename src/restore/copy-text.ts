@@ -95,18 +95,14 @@ export interface ParquetCopyReader {
   close(): Promise<void>;
 }
 
-export interface ParquetCopyReaderOptions {
-  /**
-   * DuckDB threads (default 1). PostgreSQL's COPY takes a core of its own, and one DuckDB thread
-   * renders faster than COPY parses; see BENCHMARKS.md.
-   */
-  threads?: number;
-}
+/**
+ * DuckDB threads rendering the rows. PostgreSQL's COPY takes a core of its own, and one DuckDB
+ * thread renders faster than COPY parses (BENCHMARKS.md).
+ */
+const READER_THREADS = 1;
 
-/** Open a local Parquet file for rendering `columns` (in COPY column order) as COPY text. */
-export async function openParquetCopyReader(file: string, columns: CopyColumn[], options: ParquetCopyReaderOptions = {}): Promise<ParquetCopyReader> {
-  const threads = Math.max(1, options.threads ?? 1);
-  const instance = await DuckDBInstance.create(':memory:', { threads: String(threads), temp_directory: os.tmpdir() });
+export async function openParquetCopyReader(file: string, columns: CopyColumn[]): Promise<ParquetCopyReader> {
+  const instance = await DuckDBInstance.create(':memory:', { threads: String(READER_THREADS), temp_directory: os.tmpdir() });
   let connection: DuckDBConnection | undefined;
   try {
     connection = await instance.connect();
@@ -118,7 +114,7 @@ export async function openParquetCopyReader(file: string, columns: CopyColumn[],
       `SELECT coalesce(max(bytes), 0)::BIGINT AS largest FROM (SELECT sum(total_uncompressed_size) AS bytes FROM parquet_metadata(${duckdbString(file)}) GROUP BY row_group_id)`,
     );
     const largestRowGroup = Number(groups.getRowsJS()[0]![0]);
-    const memoryLimitMb = Math.max(MIN_MEMORY_LIMIT_MB, Math.ceil((threads * 3 * largestRowGroup) / MB) + 128);
+    const memoryLimitMb = Math.max(MIN_MEMORY_LIMIT_MB, Math.ceil((READER_THREADS * 3 * largestRowGroup) / MB) + 128);
     await connection.run(`SET memory_limit = '${memoryLimitMb}MB'`);
     const source = `read_parquet(${duckdbString(file)})`;
     const described = await connection.runAndReadAll(`DESCRIBE SELECT * FROM ${source}`);
