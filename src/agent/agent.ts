@@ -27,6 +27,7 @@ import { LeaderElection } from './leader.js';
 import { CHANNELS, NotificationListener } from './listener.js';
 import { createMetrics, type AgentMetrics } from './metrics.js';
 import { RequestPipeline, type BeforeImageCapturer } from './pipeline.js';
+import { openCompletions, type CompletionRow, type ImageCompleter } from '../capture/completion.js';
 import { AgentState } from './state.js';
 
 export const AGENT_VERSION = '0.1.0';
@@ -56,6 +57,8 @@ export interface AgentOptions {
 /** Optional parts that other modules provide (continuous snapshots, before-image capture, exports). */
 export interface AgentWork {
   capturer: BeforeImageCapturer;
+  /** Completes approved requests' before-images under the waiting statement's lock (capture/completion.ts). */
+  completer?: ImageCompleter;
   /** Export committed TRUNCATE images; called on every sweep by the leader. */
   exportTruncateImages?(signal: AbortSignal): Promise<void>;
   /** Serve on-demand snapshot requests (backstop.snapshot()); called on every sweep by the leader. */
@@ -277,6 +280,14 @@ export class Agent {
 
   private async sweep(): Promise<void> {
     const signal = this.abortWork.signal;
+    // Completions first: writers wait on the tables while one is open.
+    if (this.work?.completer) {
+      for (const completion of await openCompletions(this.pool)) {
+        if (this.stopping.signal.aborted || !this.leaderElection.leader) return;
+        if (this.inFlight.has(`completion:${completion.id}`)) continue;
+        this.dispatchCompletion(completion);
+      }
+    }
     for (const request of await pendingRequests(this.pool)) {
       if (this.stopping.signal.aborted || !this.leaderElection.leader) return;
       if (this.inFlight.has(request.id)) continue;
@@ -313,6 +324,18 @@ export class Agent {
         this.inFlight.delete(request.id);
       });
     this.inFlight.set(request.id, task);
+  }
+
+  private dispatchCompletion(completion: CompletionRow): void {
+    const key = `completion:${completion.id}`;
+    const task = this.work!.completer!
+      .complete(completion, this.abortWork.signal)
+      .catch((error) => this.logger.error('image completion could not be answered; it will be retried or given up by its statement', { completion_id: completion.id, error: describeError(error) }))
+      .then(() => undefined)
+      .finally(() => {
+        this.inFlight.delete(key);
+      });
+    this.inFlight.set(key, task);
   }
 
   /** Run `hook` at the end of stop() (resources the work modules opened). */

@@ -8,7 +8,7 @@ import type { Logger } from '../log/logger.js';
 import type { AgentMetrics } from './metrics.js';
 import { checkAgentReadiness, checkSnapshotsReady, type TargetSnapshot } from '../gate/gate.js';
 import { readSettings, type ApprovalMode } from '../gate/settings.js';
-import { claimRequest, decide, setTargets, type Decision, type RequestRow } from '../decision/agent-api.js';
+import { claimRequest, decide, setCoverage, setTargets, type Decision, type RequestRow } from '../decision/agent-api.js';
 import { lockedByRequesterReason, notFoundReason, opaqueReason, unparseableReason } from '../decision/reasons.js';
 import { exclusiveLocks } from '../capture/locks.js';
 import { parseStatement, StatementParseError, type ParsedStatement } from '../request/statement.js';
@@ -137,25 +137,18 @@ export class RequestPipeline {
     const resolution = await resolveTargets(db, parsed.operations, { searchPath: request.search_path, requester: request.requester });
     if (resolution.problems.length > 0) return deny(resolution.problems.join('; '));
     await setTargets(db, request.id, resolution.targets.map((target) => target.oid));
+    await setCoverage(db, request.id, resolution.coverage);
 
     const settings = await readSettings(db);
     const readiness = await checkAgentReadiness(db, { agentId, settings, checkStorage: this.options.checkStorage });
     if (!readiness.passed) return deny(readiness.failures.join('; '));
 
-    // TRUNCATE targets are locked by the truncating transaction: their before-image is the
+    // Tables only truncated are locked by the truncating transaction: their before-image is the
     // in-session copy the guard made, exported after commit (see capture/truncate-export.ts).
-    const truncated = new Set<number>();
-    const truncateOnly = parsed.operations.every((operation) => operation.kind === 'truncate');
-    if (truncateOnly) for (const target of resolution.targets) truncated.add(target.oid);
-    else {
-      const truncateResolution = await resolveTargets(db, parsed.operations.filter((operation) => operation.kind === 'truncate'), {
-        searchPath: request.search_path, requester: request.requester,
-      });
-      for (const target of truncateResolution.targets) truncated.add(target.oid);
-    }
     // A partitioned table's snapshot holds its partitions' rows (and their definitions), so
     // partitions reached through their parent are not captured a second time.
-    const toCapture = resolution.targets.filter((target) => !truncated.has(target.oid) && !(target.partition && target.origin === 'partition or child'));
+    const readByAgent = new Set(resolution.coverage.filter((item) => item.kind !== 'truncate').map((item) => item.relid));
+    const toCapture = resolution.targets.filter((target) => readByAgent.has(target.oid) && !(target.partition && target.origin === 'partition or child'));
 
     if (request.requester_pid !== null) {
       const locks = await exclusiveLocks(db, toCapture.map((target) => target.oid));

@@ -10,6 +10,7 @@ import type { Storage } from '../storage/storage.js';
 import { BeforeImages, createCapturePool } from '../capture/before-image.js';
 import { recordCapturedSnapshot } from '../capture/record.js';
 import { TruncateExporter } from '../capture/truncate-export.js';
+import { ImageCompleter } from '../capture/completion.js';
 import { CaptureSlots, captureBudget } from '../capture/slots.js';
 import type { Agent, AgentWork } from './agent.js';
 import { SnapshotScheduler } from './scheduler.js';
@@ -68,9 +69,19 @@ export function agentWork(agent: Agent, storage: Storage, logger: Logger): Agent
       stopTimeout: options.shutdownGraceMs ?? 20_000,
     },
   });
+  const completer = new ImageCompleter({
+    pool: capturePool,
+    db: agent.pool,
+    storage,
+    agentId: agent.agentId,
+    slots,
+    logger: logger.child({ component: 'completion' }),
+    record,
+  });
   const truncateImages = new TruncateExporter({ pool: capturePool, storage, slots, logger: logger.child({ component: 'truncate-export' }), record });
   return {
     capturer: beforeImages,
+    completer,
     exportTruncateImages: async (signal) => {
       await truncateImages.exportPending(signal);
     },

@@ -77,6 +77,9 @@ export class BeforeImages implements BeforeImageCapturer {
         source: 'before-image',
         requestId: Number(requestId),
         label: `before-image of request ${requestId}`,
+        // Recorded with the image so that, under the waiting statement's lock, a census proves
+        // whether anything changed since (capture/completion.ts).
+        census: true,
         logger: logger.child({ request_id: requestId, table: `${target.schema}.${target.table}` }),
         signal,
       });

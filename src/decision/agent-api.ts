@@ -4,7 +4,7 @@
  * backstop_agent only). The SQL enforces exactly-once and operator approval; this module only
  * calls it and reads the results.
  */
-import type { Queryable } from '../request/targets.js';
+import type { CoverageItem, Queryable } from '../request/targets.js';
 
 export type Decision = 'approved' | 'denied' | 'awaiting_approval';
 
@@ -31,6 +31,11 @@ export async function claimRequest(db: Queryable, requestId: string, agentId: st
 
 export async function setTargets(db: Queryable, requestId: string, oids: number[]): Promise<void> {
   await db.query('SELECT backstop.agent_set_targets($1::bigint, $2::oid[]::regclass[])', [requestId, oids]);
+}
+
+/** What an approval of the request allows, item by item (must be set before it is decided). */
+export async function setCoverage(db: Queryable, requestId: string, coverage: CoverageItem[]): Promise<void> {
+  await db.query('SELECT backstop.agent_set_coverage($1::bigint, $2::jsonb)', [requestId, JSON.stringify(coverage)]);
 }
 
 /** Returns the resulting status (in operator mode an `approved` decision may stay awaiting_approval). */

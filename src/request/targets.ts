@@ -24,8 +24,20 @@ export interface ResolvedTarget {
   partition: boolean;
 }
 
+/** What an approval allows, item by item (the SQL checks each dropped / rewritten / truncated object against these). */
+export type CoverageKind = 'drop table' | 'drop column' | 'alter column type' | 'truncate';
+
+export interface CoverageItem {
+  kind: CoverageKind;
+  relid: number;
+  /** The column, for drop column / alter column type (each table has its own attnum). */
+  attnum?: number;
+}
+
 export interface Resolution {
   targets: ResolvedTarget[];
+  /** Exactly what the statement reaches: its kind, tables and columns. */
+  coverage: CoverageItem[];
   /** Why a named target cannot be guarded (missing, not a table); the request is denied with these. */
   problems: string[];
 }
@@ -113,20 +125,44 @@ async function schemaTables(db: Queryable, schema: string): Promise<{ exists: bo
   return { exists: (found.rowCount ?? 0) > 0, tables: [] };
 }
 
+/** attnum of the live column `column` in each table (tables without it are left out). */
+async function columnNumbers(db: Queryable, oids: number[], column: string): Promise<Map<number, number>> {
+  const { rows } = await db.query<{ relid: number; attnum: number }>(
+    `SELECT a.attrelid::bigint AS relid, a.attnum::integer AS attnum FROM pg_catalog.pg_attribute a
+      WHERE a.attrelid = ANY($1::oid[]) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped`,
+    [oids, column],
+  );
+  return new Map(rows.map((row) => [Number(row.relid), row.attnum]));
+}
+
+const COVERAGE_KIND: Record<CriticalOperation['kind'], CoverageKind> = {
+  drop_table: 'drop table',
+  drop_schema: 'drop table',
+  drop_column: 'drop column',
+  alter_column_type: 'alter column type',
+  truncate: 'truncate',
+};
+
 export async function resolveTargets(db: Queryable, operations: CriticalOperation[], context: ResolveContext): Promise<Resolution> {
   const targets = new Map<number, ResolvedTarget>();
+  const coverage = new Map<string, CoverageItem>();
   const problems: string[] = [];
   const add = (row: RelationRow, origin: TargetOrigin): boolean => {
     if (targets.has(row.oid)) return false;
     targets.set(row.oid, { oid: row.oid, schema: row.schema, table: row.table, origin, partition: row.partition });
     return true;
   };
+  const cover = (item: CoverageItem) => coverage.set(`${item.kind}/${item.relid}/${item.attnum ?? ''}`, item);
 
   for (const operation of operations) {
+    const kind = COVERAGE_KIND[operation.kind];
     if (operation.kind === 'drop_schema') {
       const { exists, tables } = await schemaTables(db, operation.schema);
       if (!exists && !operation.missingOk) problems.push(`schema ${readableIdent(operation.schema)} does not exist`);
-      for (const table of tables) add(table, 'schema');
+      for (const table of tables) {
+        add(table, 'schema');
+        cover({ kind, relid: table.oid });
+      }
       continue;
     }
     const row = await findRelation(db, operation.relation, context);
@@ -140,20 +176,44 @@ export async function resolveTargets(db: Queryable, operations: CriticalOperatio
       continue;
     }
     add(row, 'named');
-    // DROP TABLE always takes partitions along; ALTER/TRUNCATE do unless ONLY was written.
+    // The tables the statement itself reaches: DROP TABLE always takes partitions along;
+    // ALTER / TRUNCATE do unless ONLY was written (a partitioned table always recurses).
+    const reached = [row.oid];
     const withChildren = operation.kind === 'drop_table' || row.relkind === 'p' || operation.includeChildren;
-    const closure = [row.oid];
-    if (withChildren) for (const child of await descendants(db, [row.oid])) if (add(child, 'partition or child')) closure.push(child.oid);
+    if (withChildren) {
+      for (const child of await descendants(db, [row.oid])) {
+        add(child, 'partition or child');
+        reached.push(child.oid);
+      }
+    }
     if (operation.kind === 'truncate' && operation.cascade) {
       // TRUNCATE … CASCADE also empties every table that references one being emptied.
-      let frontier = closure;
+      let frontier = [...reached];
       while (frontier.length > 0) {
         const next: number[] = [];
-        for (const ref of await referencing(db, frontier)) if (add(ref, 'foreign key cascade')) next.push(ref.oid);
-        for (const child of await descendants(db, next)) if (add(child, 'partition or child')) next.push(child.oid);
+        for (const ref of await referencing(db, frontier)) {
+          add(ref, 'foreign key cascade');
+          if (!reached.includes(ref.oid)) {
+            reached.push(ref.oid);
+            next.push(ref.oid);
+          }
+        }
+        for (const child of await descendants(db, next)) {
+          add(child, 'partition or child');
+          if (!reached.includes(child.oid)) {
+            reached.push(child.oid);
+            next.push(child.oid);
+          }
+        }
         frontier = next;
       }
     }
+    if (operation.kind === 'drop_column' || operation.kind === 'alter_column_type') {
+      const attnums = await columnNumbers(db, reached, operation.column);
+      for (const [relid, attnum] of attnums) cover({ kind, relid, attnum });
+    } else {
+      for (const relid of reached) cover({ kind, relid });
+    }
   }
-  return { targets: [...targets.values()], problems };
+  return { targets: [...targets.values()], coverage: [...coverage.values()], problems };
 }

@@ -28,7 +28,8 @@ import type { Storage } from '../storage/storage.js';
 import { contentHashOf, copyOutSql, rowSource, type ContentHash, type RowSource } from './content-hash.js';
 import { inSnapshotTransaction, type DatabaseSource } from './database-session.js';
 import { snapshotKeys, type SnapshotKeys } from './layout.js';
-import { MANIFEST_FORMAT_VERSION, serializeManifest, type Manifest, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
+import { MANIFEST_FORMAT_VERSION, serializeManifest, type Manifest, type ManifestAsOf, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
+import { censusBounds, takeCensus, type RowCensus } from '../capture/census.js';
 import { followGrowingFile } from './growing-file.js';
 import { ParquetEncodeRejected, encodeCopyToParquet, type ParquetEncodeResult } from './parquet-encoder.js';
 import type { RowHashResult } from './row-hash/row-hasher.js';
@@ -66,6 +67,10 @@ export interface CaptureOptions {
   signal?: AbortSignal;
   /** Parent folder for temporary files (default: the OS temp folder). */
   tempDir?: string;
+  /** Also take a row-version census in the capture's snapshot (before-images: see capture/census.ts). */
+  census?: boolean;
+  /** Recorded in the manifest's as_of.completion (a before-image captured again to complete it); its snapshot is the capture's. */
+  completion?: Omit<NonNullable<ManifestAsOf['completion']>, 'snapshot'>;
   /** DuckDB memory limit per table being encoded (default 256 MB). */
   duckdbMemoryLimitBytes?: number;
   duckdbThreads?: number;
@@ -91,6 +96,7 @@ interface CapturedData {
   /** The data file as stored: size and SHA-256 of what was uploaded. */
   stored: StoredDataFile;
   startedAt: number;
+  census?: RowCensus;
 }
 
 interface StoredDataFile {
@@ -108,6 +114,8 @@ interface SnapshotContext {
   createdAt: Date;
   serverVersion: string;
   serverVersionNum: number;
+  /** pg_current_snapshot() of the capture transaction. */
+  snapshot: string;
 }
 
 const ROW_GROUP_TARGET_BYTES = 64 * 1024 * 1024;
@@ -132,11 +140,12 @@ function wrapFailure(error: unknown, table: QualifiedName, signal: AbortSignal |
 }
 
 async function snapshotContext(client: pg.ClientBase): Promise<SnapshotContext> {
-  const { rows } = await client.query<{ now: Date; version: string; version_num: string }>(
-    `SELECT pg_catalog.now() AS now, pg_catalog.current_setting('server_version') AS version, pg_catalog.current_setting('server_version_num') AS version_num`,
+  const { rows } = await client.query<{ now: Date; version: string; version_num: string; snapshot: string }>(
+    `SELECT pg_catalog.now() AS now, pg_catalog.current_setting('server_version') AS version, pg_catalog.current_setting('server_version_num') AS version_num,
+            pg_catalog.pg_current_snapshot()::text AS snapshot`,
   );
   const row = rows[0]!;
-  return { createdAt: row.now, serverVersion: row.version, serverVersionNum: Number(row.version_num) };
+  return { createdAt: row.now, serverVersion: row.version, serverVersionNum: Number(row.version_num), snapshot: row.snapshot };
 }
 
 async function tableDefinitions(client: pg.ClientBase, target: CaptureTarget, warnings: string[]): Promise<{ definition: TableDefinition; rows: TableDefinition }> {
@@ -421,7 +430,9 @@ async function captureData(
     stored_as: storages[index]!.storedAs,
   }));
   logger.debug('rows encoded', { table: displayName(target.table), rows: hash.rows, copy_bytes: hash.bytes, row_group_rows: plan.rowGroupRows, encodes: attempts });
+  const census = options.census ? await censusOf(client, from, source) : undefined;
   return {
+    ...(census ? { census } : {}),
     target,
     definition,
     columns: manifestColumns,
@@ -431,6 +442,16 @@ async function captureData(
     stored,
     startedAt,
   };
+}
+
+/** The row-version census of the rows just read, in the same snapshot (see capture/census.ts). */
+async function censusOf(client: pg.ClientBase, from: string, relation: QualifiedName): Promise<RowCensus> {
+  const { rows } = await client.query<{ relid: number; snapshot: string }>(
+    `SELECT $1::regclass::oid::integer AS relid, pg_catalog.pg_current_snapshot()::text AS snapshot`,
+    [quoteQualified(relation)],
+  );
+  const row = rows[0]!;
+  return takeCensus(client, from, row.relid, censusBounds(row.snapshot));
 }
 
 /**
@@ -606,6 +627,16 @@ function buildManifest(
     server_version_num: context.serverVersionNum,
     compression: 'snappy',
     warnings: data.warnings,
+    as_of: asOf(context, data, options),
+  };
+}
+
+function asOf(context: SnapshotContext, data: CapturedData, options: CaptureOptions): ManifestAsOf {
+  return {
+    snapshot: context.snapshot,
+    ...(data.census ? { census: data.census } : {}),
+    // A capture that completes a before-image covers the instant of its own snapshot.
+    ...(options.completion ? { completion: { ...options.completion, snapshot: context.snapshot } } : {}),
   };
 }
 

@@ -8,6 +8,7 @@ import { SnapshotError, describeError } from '../errors/index.js';
 import type { Storage } from '../storage/storage.js';
 import type { ContentHash } from './content-hash.js';
 import type { StoredAs } from './type-mapping.js';
+import type { RowCensus } from '../capture/census.js';
 
 export const MANIFEST_FORMAT_VERSION = 1;
 
@@ -41,6 +42,29 @@ export interface ManifestGroup {
   id: string;
   /** Every table of the group, `schema.table`, in capture order. */
   tables: Array<{ schema: string; table: string }>;
+}
+
+/** Which instant a snapshot holds (absent in manifests written before it was recorded). */
+export interface ManifestAsOf {
+  /** pg_current_snapshot() of the transaction the rows were read in. */
+  snapshot: string;
+  /** Before-images: the row-version census taken in that snapshot (see src/capture/census.ts). */
+  census?: RowCensus;
+  /**
+   * Before-images of DROP / ALTER: how the image was made to hold every write committed before
+   * its statement took effect, once the waiting statement had stopped writers (EXCLUSIVE lock).
+   * `proof`: a census in `snapshot` proved no row changed since the capture; `recapture`: the
+   * rows were read again in `snapshot`. Absent: the image holds the table as of the capture only.
+   */
+  completion?: {
+    how: 'proof' | 'recapture';
+    snapshot: string;
+    at: string;
+    request_id: number;
+    completion_id: number;
+    /** recapture: why the capture could not be proven current (e.g. rows written since). */
+    reason?: string;
+  };
 }
 
 export interface Manifest {
@@ -79,6 +103,7 @@ export interface Manifest {
   server_version_num: number;
   compression: 'snappy';
   warnings: string[];
+  as_of?: ManifestAsOf;
 }
 
 export function serializeManifest(manifest: Manifest): string {

@@ -122,7 +122,10 @@ describe('approvals, roles and what plain roles cannot do', () => {
       [`SELECT loopback_conninfo FROM backstop.settings`, /permission denied/],
       [`SELECT backstop.agent_decide(${id}, 'me', 'approved', null, null)`, /permission denied/],
       [`SELECT backstop.agent_heartbeat('fake', '{}')`, /permission denied/],
-      [`SELECT backstop._consume(${id}, 'DROP TABLE', 'drop table stale_table', '{}')`, /permission denied/],
+      [`SELECT backstop._consume(${id}, 'DROP TABLE', 'drop table stale_table')`, /permission denied/],
+      [`SELECT backstop.agent_set_coverage(${id}, '[]')`, /permission denied/],
+      [`SELECT backstop.agent_finish_completion(1, 'me', null, null, null)`, /permission denied/],
+      [`INSERT INTO backstop.image_completions (request_id, pid) VALUES (${id}, 1)`, /permission denied/],
       [`SELECT backstop._loopback_exec('UPDATE backstop.request_log SET status = ''approved''')`, /permission denied/],
       [`SELECT backstop.dblink_exec('backstop_loopback', 'SELECT 1')`, /permission denied/],
       [`SELECT backstop.deny(${id}, 'x')`, /may not deny/],
@@ -191,18 +194,28 @@ describe('approvals, roles and what plain roles cannot do', () => {
     await dev.query(`CREATE TRIGGER mine BEFORE TRUNCATE ON protected EXECUTE FUNCTION noop(); ALTER TABLE protected DISABLE TRIGGER mine; ALTER TRIGGER mine ON protected RENAME TO mine2`);
   });
 
-  it('without dblink: refuses with a HINT showing the backstop.request() call, which then lets it through', async () => {
+  it('without dblink: TRUNCATE is filed ahead; DROP is refused, since its before-image could not be completed', async () => {
     await f.admin.query('DROP EXTENSION dblink');
     await ownedTable('no_dblink');
-    const error = await pgError(dev.query('DROP TABLE no_dblink'));
+    const error = await pgError(dev.query('TRUNCATE no_dblink'));
     expect(error.code).toBe('BS004');
     expect(error.message).toMatch(/without dblink/);
-    expect(error.hint).toContain('SELECT backstop.request($$DROP TABLE no_dblink$$);');
-    const id = (await dev.query('SELECT backstop.request($$DROP TABLE no_dblink$$) AS id')).rows[0].id;
+    expect(error.hint).toContain('SELECT backstop.request($$TRUNCATE no_dblink$$);');
+    const id = (await dev.query('SELECT backstop.request($$TRUNCATE no_dblink$$) AS id')).rows[0].id;
     const waited = dev.query(`SELECT backstop.wait($1, '20 s') AS status`, [id]);
-    await f.agent.approveNext({ statement: 'DROP TABLE no_dblink', targets: ['no_dblink'] });
+    await f.agent.approveNext({ statement: 'TRUNCATE no_dblink' });
     expect((await waited).rows[0].status).toBe('approved');
-    await dev.query('DROP TABLE no_dblink');
-    expect(await tableExists(f.admin, 'no_dblink')).toBe(false);
+    await dev.query('TRUNCATE no_dblink');
+
+    // A DROP's image is completed under the statement's lock while it waits: the agent must see
+    // that request, which only the loopback can commit on the side.
+    const ahead = (await dev.query('SELECT backstop.request($$DROP TABLE no_dblink$$) AS id')).rows[0].id;
+    const approved = dev.query(`SELECT backstop.wait($1, '20 s') AS status`, [ahead]);
+    await f.agent.approveNext({ statement: 'DROP TABLE no_dblink' });
+    expect((await approved).rows[0].status).toBe('approved');
+    const refused = await pgError(dev.query('DROP TABLE no_dblink'));
+    expect(refused.code).toBe('BS004');
+    expect(refused.hint).toMatch(/CREATE EXTENSION dblink/);
+    expect(await tableExists(f.admin, 'no_dblink')).toBe(true);
   });
 });

@@ -11,6 +11,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { parseStatement } from '../../src/request/statement.js';
+import { resolveTargets, type CoverageItem } from '../../src/request/targets.js';
 import type { TestDatabase } from './database.js';
 
 export interface RequestRow {
@@ -37,16 +39,59 @@ export type Decision = 'approved' | 'denied' | 'awaiting_approval';
 export class AgentDouble {
   readonly client: pg.Client;
   readonly agentId: string;
+  /** Answers image completions (the last step of an approved DROP / ALTER) unless switched off. */
+  private readonly completer: pg.Client;
+  private completing: Promise<void> | undefined;
+  private stopped = false;
+  /** What the double answers a completion with: done (default) or a failure reason. */
+  completionOutcome: { error?: string } = {};
+  autoComplete = true;
 
-  private constructor(client: pg.Client, agentId: string) {
+  private constructor(client: pg.Client, completer: pg.Client, agentId: string) {
     this.client = client;
+    this.completer = completer;
     this.agentId = agentId;
+    this.completing = this.answerCompletions();
   }
 
   static async connect(url: string, agentId = 'agent-double'): Promise<AgentDouble> {
     const client = new pg.Client({ connectionString: url, application_name: 'backstop-agent-double' });
     await client.connect();
-    return new AgentDouble(client, agentId);
+    const completer = new pg.Client({ connectionString: url, application_name: 'backstop-agent-double completions' });
+    await completer.connect();
+    return new AgentDouble(client, completer, agentId);
+  }
+
+  /**
+   * Like the agent, answer every requested image completion: claim it and finish it (the double
+   * captures nothing, so the request keeps its snapshot ids).
+   */
+  private async answerCompletions(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        if (this.autoComplete) {
+          const { rows } = await this.completer.query<{ id: string; request_id: string }>(
+            `SELECT id::text, request_id::text FROM backstop.image_completions WHERE status = 'requested' ORDER BY id`,
+          );
+          for (const row of rows) await this.finishCompletion(row.id, row.request_id);
+        }
+      } catch {
+        if (this.stopped) return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  /** Claim and finish one completion with `completionOutcome`. */
+  async finishCompletion(id: string, requestId: string): Promise<string> {
+    const { rows: [claimed] } = await this.completer.query<{ claimed: boolean }>('SELECT backstop.agent_claim_completion($1, $2) AS claimed', [id, this.agentId]);
+    if (!claimed?.claimed) return 'taken';
+    const { rows: [request] } = await this.completer.query<{ snapshot_ids: string[] }>('SELECT snapshot_ids FROM backstop.requests WHERE id = $1', [requestId]);
+    const { rows: [finished] } = await this.completer.query<{ status: string }>(
+      'SELECT backstop.agent_finish_completion($1, $2, $3, $4, $5) AS status',
+      [id, this.agentId, request?.snapshot_ids ?? [], JSON.stringify([{ how: 'double' }]), this.completionOutcome.error ?? null],
+    );
+    return finished!.status;
   }
 
   async heartbeat(info: Record<string, unknown> = {}): Promise<void> {
@@ -80,9 +125,34 @@ export class AgentDouble {
     return rows[0]!.claimed;
   }
 
-  /** targets: table names as regclass text ('public.users', '"Odd Schema"."Odd Table"'). */
+  /**
+   * targets: table names as regclass text ('public.users', '"Odd Schema"."Odd Table"'). The
+   * request's coverage becomes what the agent would resolve from its statement, limited to these
+   * tables and their partitions / children (so a test can approve less than the statement reaches).
+   */
   async setTargets(id: string, targets: string[]): Promise<void> {
     await this.client.query('SELECT backstop.agent_set_targets($1, $2::text[]::regclass[])', [id, targets]);
+    const { rows: [request] } = await this.client.query<RequestRow>(
+      'SELECT id::text, requester, command_tag, statement, search_path, status, reason, targets FROM backstop.requests WHERE id = $1', [id]);
+    const resolved = await this.resolve(request!).catch(() => ({ coverage: [] as CoverageItem[] }));
+    const { rows: [allowed] } = await this.client.query<{ oids: number[] }>(
+      `WITH RECURSIVE tree(relid) AS (SELECT t::regclass::oid FROM unnest($1::text[]) AS t
+                                      UNION SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid)
+       SELECT coalesce(array_agg(relid::bigint), '{}') AS oids FROM tree`, [targets]);
+    const oids = new Set(allowed!.oids.map(Number));
+    await this.setCoverage(id, resolved.coverage.filter((item) => oids.has(item.relid)));
+  }
+
+  /** What the request allows, as the agent resolves it (coverage items). */
+  async setCoverage(id: string, coverage: CoverageItem[]): Promise<void> {
+    await this.client.query('SELECT backstop.agent_set_coverage($1, $2::jsonb)', [id, JSON.stringify(coverage)]);
+  }
+
+  /** Resolve the request's statement the way the agent does (the real parser and resolver). */
+  async resolve(request: RequestRow): Promise<{ targets: number[]; coverage: CoverageItem[] }> {
+    const parsed = await parseStatement(request.statement);
+    const resolution = await resolveTargets(this.client, parsed.operations, { searchPath: request.search_path, requester: request.requester });
+    return { targets: resolution.targets.map((target) => target.oid), coverage: resolution.coverage };
   }
 
   async decide(id: string, decision: Decision, reason: string | null = null, snapshotIds: string[] | null = null): Promise<string> {
@@ -93,11 +163,20 @@ export class AgentDouble {
     return rows[0]!.status;
   }
 
-  /** Wait for the next pending request, claim it, set its targets and approve it. */
-  async approveNext(options: WaitOptions & { targets?: string[]; decision?: Decision } = {}): Promise<RequestRow> {
+  /**
+   * Wait for the next pending request, claim it, set its targets and coverage (resolved from its
+   * statement as the agent does, unless given) and approve it.
+   */
+  async approveNext(options: WaitOptions & { targets?: string[]; coverage?: CoverageItem[]; decision?: Decision } = {}): Promise<RequestRow> {
     const request = await this.waitForRequest(options);
     await this.claim(request.id);
-    if (options.targets) await this.setTargets(request.id, options.targets);
+    if (options.coverage) await this.setCoverage(request.id, options.coverage);
+    else if (options.targets) await this.setTargets(request.id, options.targets);
+    else {
+      const resolved = await this.resolve(request).catch(() => ({ targets: [] as number[], coverage: [] as CoverageItem[] }));
+      await this.client.query('SELECT backstop.agent_set_targets($1, $2::oid[]::regclass[])', [request.id, resolved.targets]);
+      await this.setCoverage(request.id, resolved.coverage);
+    }
     await this.decide(request.id, options.decision ?? 'approved', 'before-image captured (agent double)', ['snapshot-double']);
     return request;
   }
@@ -111,6 +190,9 @@ export class AgentDouble {
   }
 
   async close(): Promise<void> {
+    this.stopped = true;
+    await this.completing;
+    await this.completer.end().catch(() => {});
     await this.client.end().catch(() => {});
   }
 }

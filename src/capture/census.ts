@@ -1,0 +1,128 @@
+/**
+ * A census of a table's row versions, taken inside the transaction snapshot a capture reads in, so
+ * that a later transaction can prove — exactly, without reading the rows again — that the table
+ * still holds the same rows. Statistics counters lag and prove nothing; row versions do:
+ *
+ * Every visible row version has an inserting transaction (xmin). Measured from the capture
+ * snapshot's xmin (B) and span (xmax − xmin), modulo 2^32, each version is
+ *   - old:   inserted before B, so it was visible to the capture (and stays the same version until
+ *            it is updated or deleted, which gives a new version or none);
+ *   - mid:   inserted by a transaction in the capture snapshot's in-flight window: visible to it
+ *            or not, which only the identity (tableoid, ctid, xmin) of each such version settles;
+ *   - newer: inserted after the capture snapshot was taken: not in the image.
+ * The old versions a later snapshot sees are a subset of the old versions the capture saw, so
+ * equal counts per relation mean the same old versions. Hence: same old counts, the same mid
+ * versions and no newer versions per relation, and the same columns ⇒ the same rows. (Frozen
+ * versions of long ago keep their raw xmin and can fall in any class; they are in both censuses
+ * in the same class, and a capture that sees a "newer" one records that no proof is possible.)
+ */
+import type pg from 'pg';
+
+/** Counts per relation (tableoid) holding rows, with the identities of its mid versions. */
+export interface RelationCensus {
+  old: number;
+  mid: number;
+  newer: number;
+}
+
+export interface RowCensus {
+  /** The capture snapshot's xmin modulo 2^32, and xmax − xmin: the class boundaries. */
+  xmin32: number;
+  span: number;
+  relations: Record<string, RelationCensus>;
+  /** `tableoid:ctid:xmin` of every mid version, sorted; null when there were too many to keep. */
+  midVersions: string[] | null;
+  /** attnum:name:type:typmod of the table's columns. */
+  columns: string;
+}
+
+/** Mid versions kept for a proof; beyond this the completion captures again. */
+export const MAX_MID_VERSIONS = 10_000;
+
+const CLASS_SQL = `((t.xmin::text::bigint - $1::bigint) & 4294967295)`;
+
+/** pg_current_snapshot() text `xmin:xmax:xip,...` → class boundaries. */
+export function censusBounds(snapshot: string): { xmin32: number; span: number } {
+  const [xmin, xmax] = snapshot.split(':').map((part) => BigInt(part));
+  if (xmin === undefined || xmax === undefined) throw new Error(`not a pg_snapshot: ${snapshot}`);
+  return { xmin32: Number(xmin % 4294967296n), span: Number(xmax - xmin) };
+}
+
+/** The current transaction snapshot, as pg_current_snapshot() prints it. */
+export async function currentSnapshot(client: pg.ClientBase): Promise<string> {
+  const { rows } = await client.query<{ snapshot: string }>('SELECT pg_catalog.pg_current_snapshot()::text AS snapshot');
+  return rows[0]!.snapshot;
+}
+
+async function columnFingerprint(client: pg.ClientBase, relid: number): Promise<string> {
+  const { rows } = await client.query<{ columns: string | null }>(
+    `SELECT pg_catalog.string_agg(a.attnum || ':' || a.attname || ':' || a.atttypid || ':' || a.atttypmod, ',' ORDER BY a.attnum) AS columns
+       FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped`,
+    [relid],
+  );
+  return rows[0]?.columns ?? '';
+}
+
+/**
+ * Count the row versions of `from` (a FROM target: `ONLY t`, or a partitioned table with its
+ * partitions) by class, in the calling transaction's snapshot, with boundaries `bounds`.
+ * One sequential scan reading only system columns (≈ 0.1 s per million rows).
+ */
+export async function takeCensus(
+  client: pg.ClientBase,
+  from: string,
+  relid: number,
+  bounds: { xmin32: number; span: number },
+): Promise<RowCensus> {
+  const { rows } = await client.query<{ relid: string; old: string; mid: string; newer: string }>(
+    `SELECT t.tableoid::oid::text AS relid,
+            pg_catalog.count(*) FILTER (WHERE ${CLASS_SQL} >= 2147483648) AS old,
+            pg_catalog.count(*) FILTER (WHERE ${CLASS_SQL} < $2::bigint) AS mid,
+            pg_catalog.count(*) FILTER (WHERE ${CLASS_SQL} >= $2::bigint AND ${CLASS_SQL} < 2147483648) AS newer
+       FROM ${from} AS t GROUP BY t.tableoid`,
+    [bounds.xmin32, bounds.span],
+  );
+  const relations: Record<string, RelationCensus> = {};
+  let mid = 0;
+  for (const row of rows) {
+    relations[row.relid] = { old: Number(row.old), mid: Number(row.mid), newer: Number(row.newer) };
+    mid += Number(row.mid);
+  }
+  let midVersions: string[] | null = [];
+  if (mid > MAX_MID_VERSIONS) midVersions = null;
+  else if (mid > 0) {
+    const found = await client.query<{ version: string }>(
+      `SELECT t.tableoid::oid::text || ':' || t.ctid::text || ':' || t.xmin::text AS version
+         FROM ${from} AS t WHERE ${CLASS_SQL} < $2::bigint`,
+      [bounds.xmin32, bounds.span],
+    );
+    midVersions = found.rows.map((row) => row.version).sort();
+  }
+  return { ...bounds, relations, midVersions, columns: await columnFingerprint(client, relid) };
+}
+
+export type CensusVerdict = { unchanged: true } | { unchanged: false; reason: string };
+
+/**
+ * Does `later` (taken in a snapshot after every writer stopped) prove the table holds exactly
+ * the rows the capture behind `earlier` saw? Pure: the reason says what differs.
+ */
+export function compareCensus(earlier: RowCensus, later: RowCensus): CensusVerdict {
+  if (earlier.xmin32 !== later.xmin32 || earlier.span !== later.span) return { unchanged: false, reason: 'the censuses were taken with different boundaries' };
+  if (earlier.columns !== later.columns) return { unchanged: false, reason: 'the columns changed' };
+  if (earlier.midVersions === null || later.midVersions === null) return { unchanged: false, reason: 'too many row versions from the capture\'s in-flight window to compare' };
+  const relids = new Set([...Object.keys(earlier.relations), ...Object.keys(later.relations)]);
+  for (const relid of relids) {
+    const before = earlier.relations[relid] ?? { old: 0, mid: 0, newer: 0 };
+    const after = later.relations[relid] ?? { old: 0, mid: 0, newer: 0 };
+    if (before.newer > 0) return { unchanged: false, reason: 'the capture saw row versions it cannot place (frozen long ago)' };
+    if (after.newer > 0) return { unchanged: false, reason: `${after.newer} row version(s) written since the capture` };
+    if (after.old !== before.old) return { unchanged: false, reason: `${before.old - after.old} row(s) updated or deleted since the capture` };
+  }
+  const a = earlier.midVersions;
+  const b = later.midVersions;
+  if (a.length !== b.length || a.some((version, index) => version !== b[index])) {
+    return { unchanged: false, reason: 'rows of transactions in flight during the capture changed' };
+  }
+  return { unchanged: true };
+}

@@ -1,0 +1,216 @@
+/**
+ * Completing a request's before-images, the last step before its statement takes effect.
+ *
+ * The bulk image was read while the statement waited, with nobody blocked; writes committed after
+ * it are not in it. Once the request is otherwise approved, the waiting session locks the tables
+ * IN EXCLUSIVE MODE (writers wait, this agent can still read) and files a completion
+ * (backstop.image_completions). Under that lock, in a snapshot taken after it was granted, each
+ * image is either
+ *   - proven current: a census of the row versions equals the one taken with the bulk image
+ *     (capture/census.ts) — one scan of system columns, the manifest records the proof; or
+ *   - captured again (a new snapshot id replaces the bulk image's in the request).
+ * Only then is the completion `done` and the statement goes on. Anything else fails the
+ * completion with a reason, and the statement is refused: it never proceeds on a stale image.
+ */
+import { Readable } from 'node:stream';
+import type pg from 'pg';
+import { quoteQualified } from '../db/identifiers.js';
+import { describeError, SnapshotError } from '../errors/index.js';
+import type { Logger } from '../log/logger.js';
+import { verifyStoredChecksum } from '../gate/checksum.js';
+import type { Queryable } from '../request/targets.js';
+import { captureTable } from '../snapshot/capture.js';
+import { rowSource } from '../snapshot/content-hash.js';
+import { inSnapshotTransaction } from '../snapshot/database-session.js';
+import { manifestKeyForData } from '../snapshot/layout.js';
+import { serializeManifest, type Manifest } from '../snapshot/manifest.js';
+import type { Storage } from '../storage/storage.js';
+import { compareCensus, currentSnapshot, takeCensus, type CensusVerdict } from './census.js';
+import type { CaptureSlots } from './slots.js';
+
+/** A completion as the agent reads it from backstop.image_completions. */
+export interface CompletionRow {
+  id: string;
+  request_id: string;
+  pid: number;
+  status: string;
+  agent_id: string | null;
+}
+
+/** How one image was completed, recorded in image_completions.detail and request_log.image_completion. */
+export interface CompletedImage {
+  table: string;
+  snapshot_id: string;
+  how: 'proof' | 'recapture';
+  reason?: string;
+  rows: number;
+  ms: number;
+}
+
+export interface ImageCompleterOptions {
+  /** Connections for reading the tables (captures' pool). */
+  pool: pg.Pool;
+  /** Connections for the agent API. */
+  db: Queryable;
+  storage: Storage;
+  agentId: string;
+  slots: CaptureSlots;
+  logger: Logger;
+  record(manifest: Manifest, verified: boolean): Promise<void>;
+}
+
+/** Completions waiting for an agent: requested, or left completing by an agent that is gone. */
+export async function openCompletions(db: Queryable): Promise<CompletionRow[]> {
+  const { rows } = await db.query<CompletionRow>(
+    `SELECT id::text, request_id::text, pid, status, agent_id FROM backstop.image_completions
+      WHERE status IN ('requested', 'completing') ORDER BY id`,
+  );
+  return rows;
+}
+
+async function claimCompletion(db: Queryable, id: string, agentId: string): Promise<boolean> {
+  const { rows } = await db.query<{ claimed: boolean }>('SELECT backstop.agent_claim_completion($1::bigint, $2) AS claimed', [id, agentId]);
+  return rows[0]?.claimed === true;
+}
+
+async function finishCompletion(db: Queryable, id: string, agentId: string, outcome: { snapshotIds?: string[]; detail?: unknown; error?: string }): Promise<string> {
+  const { rows } = await db.query<{ status: string }>('SELECT backstop.agent_finish_completion($1::bigint, $2, $3::text[], $4::jsonb, $5) AS status', [
+    id, agentId, outcome.snapshotIds ?? null, outcome.detail === undefined ? null : JSON.stringify(outcome.detail), outcome.error ?? null,
+  ]);
+  return rows[0]?.status ?? 'failed';
+}
+
+/**
+ * Tables (with their partitions and inheritance children) that session `pid` does not hold IN
+ * EXCLUSIVE MODE: while any is left, a writer could still commit after the completion's snapshot.
+ * A table the session holds ACCESS EXCLUSIVE cannot be read at all.
+ */
+async function unlockedTables(db: Queryable, pid: number, tables: string[]): Promise<{ unlocked: string[]; exclusive: string[] }> {
+  const { rows } = await db.query<{ name: string; mode: string | null }>(
+    `WITH RECURSIVE tree(relid) AS (
+        SELECT pg_catalog.to_regclass(name)::oid FROM unnest($2::text[]) AS name
+        UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.relid)
+     SELECT tree.relid::regclass::text AS name,
+            (SELECT l.mode FROM pg_catalog.pg_locks l
+              WHERE l.pid = $1 AND l.locktype = 'relation' AND l.granted AND l.relation = tree.relid
+                AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+                AND l.mode IN ('ExclusiveLock', 'AccessExclusiveLock')
+              ORDER BY l.mode = 'AccessExclusiveLock' DESC LIMIT 1) AS mode
+       FROM tree WHERE tree.relid IS NOT NULL`,
+    [pid, tables],
+  );
+  return {
+    unlocked: rows.filter((row) => row.mode === null).map((row) => row.name),
+    exclusive: rows.filter((row) => row.mode === 'AccessExclusiveLock').map((row) => row.name),
+  };
+}
+
+export class ImageCompleter {
+  private readonly options: ImageCompleterOptions;
+
+  constructor(options: ImageCompleterOptions) {
+    this.options = options;
+  }
+
+  /** Claim and answer one completion; false when another agent has it. Never throws for a failed completion: it is recorded as failed. */
+  async complete(completion: CompletionRow, signal: AbortSignal): Promise<boolean> {
+    const { db, agentId, logger } = this.options;
+    if (!(await claimCompletion(db, completion.id, agentId))) return false;
+    const log = logger.child({ request_id: completion.request_id, completion_id: completion.id });
+    const started = performance.now();
+    let status: string;
+    try {
+      const images = await this.completeImages(completion, signal, log);
+      status = await finishCompletion(db, completion.id, agentId, { snapshotIds: images.map((image) => image.snapshot_id), detail: images });
+      log.info('before-images completed', { status, images, ms: Math.round(performance.now() - started) });
+    } catch (error) {
+      const reason = describeError(error);
+      status = await finishCompletion(db, completion.id, agentId, { error: reason });
+      log.warn('before-images could not be completed; the statement is refused', { status, error: reason });
+    }
+    return true;
+  }
+
+  private async completeImages(completion: CompletionRow, signal: AbortSignal, log: Logger): Promise<CompletedImage[]> {
+    const { db } = this.options;
+    const { rows: [request] } = await db.query<{ snapshot_ids: string[]; requester_pid: number | null }>(
+      'SELECT snapshot_ids, requester_pid FROM backstop.request_log WHERE id = $1::bigint',
+      [completion.request_id],
+    );
+    if (!request) throw new SnapshotError(`request ${completion.request_id} does not exist`);
+    const { rows: catalog } = await db.query<{ snapshot_id: string; manifest: Manifest }>(
+      'SELECT snapshot_id, manifest FROM backstop.snapshot_catalog WHERE snapshot_id = ANY($1::text[])',
+      [request.snapshot_ids],
+    );
+    const manifests = request.snapshot_ids.map((id) => {
+      const found = catalog.find((row) => row.snapshot_id === id);
+      if (!found) throw new SnapshotError(`before-image ${id} of request ${completion.request_id} is no longer in backstop.snapshots`);
+      return found.manifest;
+    });
+    const tables = manifests.map((manifest) => quoted(manifest));
+    const { unlocked, exclusive } = await unlockedTables(db, completion.pid, tables);
+    if (exclusive.length > 0) {
+      throw new SnapshotError(`the requesting transaction holds ${exclusive.join(', ')} exclusively, so its before-image cannot be read`);
+    }
+    if (unlocked.length > 0) {
+      throw new SnapshotError(`the requesting session (pid ${completion.pid}) does not hold ${unlocked.join(', ')} IN EXCLUSIVE MODE, so writes could still follow`);
+    }
+    const completed: CompletedImage[] = [];
+    for (const manifest of manifests) {
+      signal.throwIfAborted();
+      completed.push(await this.completeImage(manifest, completion, signal, log));
+    }
+    return completed;
+  }
+
+  private async completeImage(manifest: Manifest, completion: CompletionRow, signal: AbortSignal, log: Logger): Promise<CompletedImage> {
+    const started = performance.now();
+    const table = { schema: manifest.schema, table: manifest.table };
+    const census = manifest.as_of?.census;
+    let verdict: CensusVerdict = { unchanged: false, reason: 'the bulk image has no row-version census' };
+    let snapshot = '';
+    if (census) {
+      ({ verdict, snapshot } = await inSnapshotTransaction(this.options.pool, undefined, async (client) => {
+        const source = await rowSource(client, table);
+        const { rows } = await client.query<{ relid: number }>('SELECT $1::regclass::oid::integer AS relid', [quoted(manifest)]);
+        const now = await takeCensus(client, source.from, rows[0]!.relid, census);
+        return { verdict: compareCensus(census, now), snapshot: await currentSnapshot(client) };
+      }, signal));
+    }
+    const completedAt = new Date().toISOString();
+    if (verdict.unchanged) {
+      const proven: Manifest = {
+        ...manifest,
+        as_of: { ...manifest.as_of!, completion: { how: 'proof', snapshot, at: completedAt, request_id: Number(completion.request_id), completion_id: Number(completion.id) } },
+      };
+      const key = manifestKeyForData(manifest.parquet_path);
+      if (!key) throw new SnapshotError(`before-image ${manifest.snapshot_id} has an unexpected data file name ${manifest.parquet_path}`);
+      await this.options.storage.put(key, Readable.from([Buffer.from(serializeManifest(proven))]), { contentType: 'application/json' });
+      await this.options.record(proven, true);
+      return { table: quoted(manifest), snapshot_id: manifest.snapshot_id, how: 'proof', rows: manifest.row_count, ms: Math.round(performance.now() - started) };
+    }
+    log.info('before-image is not current; capturing it again under the lock', { table: quoted(manifest), reason: verdict.reason });
+    const recaptured = await this.options.slots.run(() => captureTable({
+      pool: this.options.pool,
+      storage: this.options.storage,
+      table,
+      source: 'before-image',
+      requestId: Number(completion.request_id),
+      label: `before-image of request ${completion.request_id}`,
+      census: true,
+      completion: { how: 'recapture', at: completedAt, request_id: Number(completion.request_id), completion_id: Number(completion.id), reason: verdict.reason },
+      logger: log,
+      signal,
+    }));
+    await verifyStoredChecksum(this.options.storage, recaptured);
+    await this.options.record(recaptured, true);
+    return {
+      table: quoted(manifest), snapshot_id: recaptured.snapshot_id, how: 'recapture', reason: verdict.reason, rows: recaptured.row_count,
+      ms: Math.round(performance.now() - started),
+    };
+  }
+}
+
+function quoted(manifest: Pick<Manifest, 'schema' | 'table'>): string {
+  return quoteQualified({ schema: manifest.schema, table: manifest.table });
+}
