@@ -20,6 +20,8 @@ export async function bypassGuard(client: pg.Client, work: () => Promise<void>):
 /** File `statement` ahead and approve it as an agent would; the caller then runs the statement. */
 export async function approveAhead(client: pg.Client, statement: string, targets: string[]): Promise<number> {
   const agentId = 'test-agent';
+  // The client's own connection stands in for the agent's presence session.
+  await client.query(`SELECT backstop.agent_hello($1)`, [agentId]);
   await client.query(`SELECT backstop.agent_heartbeat($1, '{}'::jsonb)`, [agentId]);
   const { rows } = await client.query<{ id: string }>(`SELECT backstop.request($1) AS id`, [statement]);
   const id = Number(rows[0]!.id);
