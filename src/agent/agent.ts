@@ -163,15 +163,17 @@ export class Agent {
 
   /**
    * Fail fast, with what to do, when the database cannot be used at all: not reachable, Backstop
-   * not installed, or this role not allowed to act as an agent. (Later outages are survived.)
+   * not installed (or older than this agent), or this role not allowed to act as an agent. (Later
+   * outages are survived.)
    */
   private async checkDatabase(): Promise<void> {
     const where = this.options.target.description;
-    type Check = { installed: boolean; role: string; allowed: boolean | null };
+    type Check = { installed: boolean; current: boolean; role: string; allowed: boolean | null };
     let row: Check | undefined;
     try {
       ({ rows: [row] } = await this.pool.query<Check>(
         `SELECT to_regclass('backstop.request_log') IS NOT NULL AS installed, current_user AS role,
+                to_regprocedure('backstop.agent_hello(text)') IS NOT NULL AS current,
                 CASE WHEN to_regprocedure('backstop.agent_claim(bigint, text)') IS NULL THEN NULL
                      ELSE has_function_privilege('backstop.agent_claim(bigint, text)', 'EXECUTE') END AS allowed`,
       ));
@@ -183,6 +185,10 @@ export class Agent {
     }
     if (!row?.installed || row.allowed === null) {
       throw new DatabaseError(`Backstop is not installed in ${where}`, { hint: `run: backstop install --db <url of that database> (as a superuser), then start the agent again` });
+    }
+    // Without agent_hello (migration 0004) this agent could never register its presence.
+    if (!row.current) {
+      throw new DatabaseError(`Backstop in ${where} is older than this agent`, { hint: 'run: backstop install --db <url of that database> (as a superuser) to apply the newer migrations, then start the agent again' });
     }
     if (!row.allowed) {
       throw new PrivilegeError(`role ${row.role} may not act as the Backstop agent in ${where}`, {
