@@ -232,6 +232,7 @@ DECLARE
   woken boolean;
   status text;
   why text;
+  why_before text;
 BEGIN
   PERFORM backstop._loopback_exec('LISTEN backstop_decisions');
   LOOP
@@ -241,10 +242,13 @@ BEGIN
       last_read := clock_timestamp();
       EXIT WHEN status IN ('done', 'failed');
     END IF;
+    -- Liveness from the server itself (0004): no connected agent twice in a row (a presence
+    -- session that reconnects is not a death) means nobody will complete it.
     IF clock_timestamp() - last_liveness >= interval '1 s' THEN
       last_liveness := clock_timestamp();
-      why := CASE WHEN NOT backstop._agent_alive() THEN 'no Backstop agent is running' END;
-      IF why IS NOT NULL THEN
+      why_before := why;
+      why := backstop._why_no_agent(request_id);
+      IF why IS NOT NULL AND why_before IS NOT NULL THEN
         PERFORM backstop._fail_completion(completion_id, why);
         PERFORM backstop._loopback_exec('UNLISTEN backstop_decisions');
         RAISE EXCEPTION 'Backstop refused the statement: its before-image could not be completed: %', why
@@ -435,8 +439,9 @@ $fn$;
 -- Agent API for completions
 -------------------------------------------------------------------------------------------------
 
--- requested -> completing by this agent; also takes over a completion whose agent is gone
--- (no fresh heartbeat) or that this agent left.
+-- requested -> completing by this agent; also takes over a completion whose agent is no longer
+-- connected (its presence session ended: see backstop.agents.connected, 0004) or that this
+-- agent left.
 CREATE FUNCTION backstop.agent_claim_completion(completion_id bigint, agent_id text) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, backstop, pg_temp
@@ -447,7 +452,7 @@ BEGIN
    WHERE c.id = agent_claim_completion.completion_id
      AND (c.status = 'requested'
           OR (c.status = 'completing' AND (c.agent_id = agent_claim_completion.agent_id
-                                           OR NOT EXISTS (SELECT FROM backstop.agents a WHERE a.agent_id = c.agent_id AND a.fresh))));
+                                           OR NOT EXISTS (SELECT FROM backstop.agents a WHERE a.agent_id = c.agent_id AND a.connected))));
   RETURN FOUND;
 END
 $fn$;

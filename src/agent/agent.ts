@@ -6,8 +6,15 @@
  * NOTIFY is only a hint: each sweep reads the tables for pending requests, requests to expire,
  * TRUNCATE images to export and on-demand snapshot requests.
  *
- * Shutdown: stop taking work, give running captures a bounded time to finish, then abort them
- * (an aborted capture publishes no manifest), release leadership, close everything.
+ * Liveness is read from the server: the leader-election session, kept for the agent's whole
+ * life, is registered as its presence (backstop.agent_hello), so a killed agent is seen gone at
+ * once by statements waiting for it. Only the leader works, and only while it leads: losing
+ * leadership abandons the requests in flight (the new leader takes them over, and the database
+ * refuses this agent's decision on them from then on).
+ *
+ * Shutdown: say goodbye first (new guarded statements are refused at once unless another agent
+ * is available), stop taking work, give running captures a bounded time to finish, then abort
+ * them (an aborted capture publishes no manifest), release leadership, close everything.
  */
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -16,7 +23,7 @@ import { clientConfig, type DatabaseTarget } from '../db/connection.js';
 import { DatabaseError, PrivilegeError, describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Storage } from '../storage/storage.js';
-import { findRequest, orphanedRequests, pendingRequests, type RequestRow } from '../decision/agent-api.js';
+import { findRequest, orphanedRequests, pendingRequests, sayGoodbye, sayHello, type RequestRow } from '../decision/agent-api.js';
 import { expireAbandonedRequests } from '../decision/expiry.js';
 import type { ApprovalMode } from '../gate/settings.js';
 import { loadParser } from '../request/statement.js';
@@ -28,6 +35,7 @@ import { CHANNELS, NotificationListener } from './listener.js';
 import { createMetrics, type AgentMetrics } from './metrics.js';
 import { RequestPipeline, type BeforeImageCapturer } from './pipeline.js';
 import { openCompletions, type CompletionRow, type ImageCompleter } from '../capture/completion.js';
+import { queryWithin } from './session.js';
 import { AgentState } from './state.js';
 
 export const AGENT_VERSION = '0.1.0';
@@ -87,6 +95,8 @@ export class Agent {
   private readonly stopping = new AbortController();
   /** Aborted only when the shutdown grace period ran out: running captures then stop. */
   private readonly abortWork = new AbortController();
+  /** One per leadership term: aborted when this agent stops leading, abandoning its requests in flight. */
+  private term = new AbortController();
   private wakeUp: (() => void) | undefined;
   private wakePending = false;
   private sweepLoop: Promise<void> | undefined;
@@ -127,6 +137,12 @@ export class Agent {
       target: options.target,
       logger: this.logger.child({ component: 'leader' }),
       onChange: (leader) => this.leadershipChanged(leader),
+      onSession: async (session) => {
+        const withDeadline = { query: <R extends pg.QueryResultRow>(sql: string, values?: unknown[]) => queryWithin<R>(session, sql, values) };
+        await sayHello(withDeadline, this.agentId);
+        // A session replaced during shutdown must not undo the goodbye.
+        if (this.stopping.signal.aborted) await sayGoodbye(withDeadline, this.agentId);
+      },
     });
     this.listener = new NotificationListener({
       target: options.target,
@@ -150,15 +166,17 @@ export class Agent {
 
   /**
    * Fail fast, with what to do, when the database cannot be used at all: not reachable, Backstop
-   * not installed, or this role not allowed to act as an agent. (Later outages are survived.)
+   * not installed (or older than this agent), or this role not allowed to act as an agent. (Later
+   * outages are survived.)
    */
   private async checkDatabase(): Promise<void> {
     const where = this.options.target.description;
-    type Check = { installed: boolean; role: string; allowed: boolean | null };
+    type Check = { installed: boolean; current: boolean; role: string; allowed: boolean | null };
     let row: Check | undefined;
     try {
       ({ rows: [row] } = await this.pool.query<Check>(
         `SELECT to_regclass('backstop.request_log') IS NOT NULL AS installed, current_user AS role,
+                to_regprocedure('backstop.agent_hello(text)') IS NOT NULL AS current,
                 CASE WHEN to_regprocedure('backstop.agent_claim(bigint, text)') IS NULL THEN NULL
                      ELSE has_function_privilege('backstop.agent_claim(bigint, text)', 'EXECUTE') END AS allowed`,
       ));
@@ -170,6 +188,10 @@ export class Agent {
     }
     if (!row?.installed || row.allowed === null) {
       throw new DatabaseError(`Backstop is not installed in ${where}`, { hint: `run: backstop install --db <url of that database> (as a superuser), then start the agent again` });
+    }
+    // Without agent_hello (migration 0004) this agent could never register its presence.
+    if (!row.current) {
+      throw new DatabaseError(`Backstop in ${where} is older than this agent`, { hint: 'run: backstop install --db <url of that database> (as a superuser) to apply the newer migrations, then start the agent again' });
     }
     if (!row.allowed) {
       throw new PrivilegeError(`role ${row.role} may not act as the Backstop agent in ${where}`, {
@@ -244,9 +266,14 @@ export class Agent {
   private leadershipChanged(leader: boolean): void {
     const scheduler = this.work?.scheduler;
     if (leader) {
+      this.term = new AbortController();
       scheduler?.start();
       this.wake();
     } else {
+      if (this.inFlight.size > 0) {
+        this.logger.warn('leadership lost: abandoning the requests in flight to the new leader', { event: 'leader.lost', in_flight: [...this.inFlight.keys()] });
+      }
+      this.term.abort();
       scheduler?.stop().catch((error) => this.logger.warn('stopping the scheduler failed', { error: describeError(error) }));
     }
     void this.heartbeat.beat();
@@ -295,7 +322,7 @@ export class Agent {
     }
     // Expire before resuming: a request left capturing whose requester is gone is not worth a capture.
     await expireAbandonedRequests(this.pool, { agentId: this.agentId, inFlight: new Set(this.inFlight.keys()), logger: this.logger, metrics: this.metrics });
-    for (const request of await orphanedRequests(this.pool, this.agentId)) {
+    for (const request of await orphanedRequests(this.pool)) {
       if (this.stopping.signal.aborted || !this.leaderElection.leader) return;
       if (this.inFlight.has(request.id)) continue;
       this.dispatch(request, true);
@@ -317,13 +344,45 @@ export class Agent {
   private dispatch(request: RequestRow, resume: boolean): void {
     const pipeline = this.pipeline!;
     const task = pipeline
-      .answer(request, this.abortWork.signal, resume)
+      .answer(request, this.abortWork.signal, { resume, leadership: this.term.signal })
       .catch((error) => this.logger.error('request could not be answered; it will be retried or expired', { request_id: request.id, error: describeError(error) }))
       .then(() => undefined)
       .finally(() => {
         this.inFlight.delete(request.id);
       });
     this.inFlight.set(request.id, task);
+  }
+
+  /**
+   * At shutdown, after the requests in flight were decided: their statements lock their tables and
+   * file completions right after the approval, and nobody else may be there to answer them. Answer
+   * those (and any open completion) until none is expected any more, or `deadline`.
+   */
+  private async finishCompletions(deadline: number): Promise<void> {
+    if (!this.work?.completer) return;
+    while (Date.now() < deadline) {
+      try {
+        for (const completion of await openCompletions(this.pool)) {
+          if (!this.inFlight.has(`completion:${completion.id}`)) this.dispatchCompletion(completion);
+        }
+        const { rows: [expected] } = await this.pool.query<{ waiting: boolean }>(
+          `SELECT EXISTS (
+             SELECT FROM backstop.request_log r
+              WHERE r.decided_by = $1 AND r.status = 'approved' AND NOT r.filed_ahead
+                AND r.decided_at > clock_timestamp() - interval '5 s'
+                AND r.coverage @> '[{}]' AND EXISTS (SELECT FROM jsonb_array_elements(r.coverage) e WHERE e->>'kind' <> 'truncate')
+                AND NOT EXISTS (SELECT FROM backstop.request_consumptions c WHERE c.request_id = r.id)
+                AND NOT EXISTS (SELECT FROM backstop.image_completions c WHERE c.request_id = r.id AND c.status IN ('done', 'failed'))) AS waiting`,
+          [this.agentId],
+        );
+        const completing = [...this.inFlight.keys()].some((key) => key.startsWith('completion:'));
+        if (!expected?.waiting && !completing) return;
+      } catch (error) {
+        this.logger.warn('answering image completions at shutdown failed', { error: describeError(error) });
+        return;
+      }
+      await sleep(50);
+    }
   }
 
   private dispatchCompletion(completion: CompletionRow): void {
@@ -347,13 +406,34 @@ export class Agent {
   async answerNow(requestId: string): Promise<boolean> {
     const request = await findRequest(this.pool, requestId);
     if (!request || request.status !== 'pending') return false;
-    return this.pipeline!.answer(request, this.abortWork.signal);
+    return this.pipeline!.answer(request, this.abortWork.signal, { leadership: this.term.signal });
+  }
+
+  /**
+   * Tell the database this agent is going (backstop.agent_goodbye): a guarded statement started
+   * from now on is refused at once (BS001) unless another agent is available, instead of being
+   * filed for an agent that will not answer. Requests already claimed are still finished.
+   */
+  private async sayGoodbye(): Promise<void> {
+    const deadline = new AbortController();
+    try {
+      await Promise.race([
+        sayGoodbye(this.pool, this.agentId),
+        sleep(5_000, deadline.signal).then(() => Promise.reject(new Error('no answer within 5 s'))),
+      ]);
+      this.logger.info('said goodbye: new guarded statements are refused unless another agent is available', { event: 'agent.goodbye' });
+    } catch (error) {
+      this.logger.warn('could not say goodbye to the database; waiting statements notice once this agent has disconnected', { event: 'agent.goodbye_failed', error: describeError(error) });
+    } finally {
+      deadline.abort();
+    }
   }
 
   async stop(): Promise<void> {
     if (this.stopping.signal.aborted) return;
     this.stopping.abort();
     this.wakeUp?.();
+    await this.sayGoodbye();
     this.logger.info('agent stopping', { in_flight: this.inFlight.size });
     await this.sweepLoop;
     await this.listener.stop();
@@ -368,6 +448,7 @@ export class Agent {
       this.abortWork.abort();
       await running;
     }
+    if (finished) await this.finishCompletions(Date.now() + Math.min(grace, 10_000));
     await this.heartbeat.stop();
     await this.leaderElection.stop();
     await this.http?.close();

@@ -4,6 +4,11 @@
  * the network) the server releases the lock and a standby, retrying every couple of seconds,
  * takes over. The leader checks its own connection just as often and steps down at once when it
  * is gone. Decisions stay exactly-once regardless: agent_claim is the real guard.
+ *
+ * Every agent, leader or standby, keeps this connection for its whole life, so it is also the
+ * agent's presence (`onSession` registers it with backstop.agent_hello): the guard reads from the
+ * server whether it is still connected. A lost connection is therefore replaced at once rather
+ * than at the next retry, so a blip does not look like a dead agent to statements waiting.
  */
 import { createHash } from 'node:crypto';
 import type { DatabaseTarget } from '../db/connection.js';
@@ -20,13 +25,20 @@ export interface LeaderElectionOptions {
   logger: Logger;
   retryIntervalMs?: number;
   onChange(leader: boolean): void;
+  /** Run on every new session before it competes (registers the agent's presence); a failure drops the session and retries. */
+  onSession?(session: Session): Promise<void>;
 }
+
+/** After a lost session the first reconnect is quick: the session is the agent's presence. */
+const RECONNECT_AFTER_LOSS_MS = 200;
 
 export class LeaderElection {
   private readonly options: LeaderElectionOptions;
   private readonly stopping = new AbortController();
   private session: Session | undefined;
   private loop: Promise<void> | undefined;
+  /** Aborted when the session is lost, to cut the wait before the next attempt short. */
+  private lost = new AbortController();
   leader = false;
 
   constructor(options: LeaderElectionOptions) {
@@ -47,6 +59,7 @@ export class LeaderElection {
   private async run(): Promise<void> {
     const interval = this.options.retryIntervalMs ?? 2_000;
     let announcedStandby = false;
+    let failures = 0;
     while (!this.stopping.signal.aborted) {
       try {
         if (!this.session) {
@@ -55,6 +68,7 @@ export class LeaderElection {
           session.lost.then(() => {
             if (this.session === session) this.lostSession();
           });
+          await this.options.onSession?.(session);
         }
         if (this.leader) {
           await queryWithin(this.session, 'SELECT 1');
@@ -66,11 +80,17 @@ export class LeaderElection {
             this.options.logger.info('another agent is the leader; standing by');
           }
         }
+        failures = 0;
       } catch (error) {
+        failures += 1;
         this.options.logger.warn('leader election connection failed', { error: describeError(error) });
         this.lostSession();
       }
-      await sleep(interval, this.stopping.signal);
+      // A session lost while waiting ends the wait: the next turn reconnects at once. A failed
+      // attempt is retried quickly once, then every interval.
+      const delay = !this.session && failures <= 1 ? RECONNECT_AFTER_LOSS_MS : interval;
+      this.lost = new AbortController();
+      await sleep(delay, AbortSignal.any([this.stopping.signal, this.lost.signal]));
     }
   }
 
@@ -78,6 +98,7 @@ export class LeaderElection {
     if (this.session) closeSession(this.session);
     this.session = undefined;
     this.setLeader(false);
+    this.lost.abort();
   }
 
   /** Stop competing; a leader releases the lock so a standby takes over at once. */

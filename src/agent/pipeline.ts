@@ -2,13 +2,15 @@
  * One request, end to end: claim → parse → resolve targets → gate → capture → decide.
  * Whatever happens, a claimed request ends decided (approved, awaiting_approval or denied with
  * a reason): an unexpected failure becomes a denial naming it, never a request left capturing.
+ * The one exception: an agent that stops leading abandons the request undecided, because the new
+ * leader takes it over (and the database would refuse this agent's decision once it has).
  */
 import { describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import type { AgentMetrics } from './metrics.js';
 import { checkAgentReadiness, checkSnapshotsReady, type TargetSnapshot } from '../gate/gate.js';
 import { readSettings, type ApprovalMode } from '../gate/settings.js';
-import { claimRequest, decide, setCoverage, setTargets, type Decision, type RequestRow } from '../decision/agent-api.js';
+import { claimHolder, claimRequest, decide, setCoverage, setTargets, type Decision, type RequestRow } from '../decision/agent-api.js';
 import { lockedByRequesterReason, notFoundReason, opaqueReason, unparseableReason } from '../decision/reasons.js';
 import { exclusiveLocks } from '../capture/locks.js';
 import { parseStatement, StatementParseError, type ParsedStatement } from '../request/statement.js';
@@ -33,6 +35,13 @@ export interface PipelineOptions {
   checkStorage(): Promise<{ ok: boolean; error: string | null }>;
   metrics?: AgentMetrics;
   logger: Logger;
+}
+
+export interface AnswerOptions {
+  /** The request is already capturing (see orphanedRequests): take it over rather than claim it. */
+  resume?: boolean;
+  /** Aborted when this agent stops leading: the request is then abandoned to the new leader. */
+  leadership?: AbortSignal;
 }
 
 interface Outcome {
@@ -67,12 +76,15 @@ export class RequestPipeline {
   }
 
   /**
-   * Claim and answer one request; false when another agent had it. `resume` answers a request
-   * already in `capturing` that nobody is working on (see orphanedRequests) without claiming.
+   * Claim and answer one request; false when another agent had it, or this agent stopped leading
+   * before it was decided. With `resume`, a request already in `capturing` is taken over (the
+   * database lets only the leader do that).
    */
-  async answer(request: RequestRow, signal: AbortSignal, resume = false): Promise<boolean> {
+  async answer(request: RequestRow, signal: AbortSignal, options: AnswerOptions = {}): Promise<boolean> {
     const { db, agentId, logger } = this.options;
-    if (!resume && !(await claimRequest(db, request.id, agentId))) return false;
+    const resume = options.resume ?? false;
+    const leadership = options.leadership ?? new AbortController().signal;
+    if (!(await claimRequest(db, request.id, agentId))) return false;
     const log = logger.child({ request_id: request.id });
     log.info(resume ? 'resuming request left capturing' : 'answering request', { command: request.command_tag, requester: request.requester });
     // Once nobody waits for the request any more (the statement timed out, was cancelled, or
@@ -91,17 +103,26 @@ export class RequestPipeline {
     }, 2_000);
     let outcome: Outcome;
     try {
-      outcome = await this.evaluate(request, AbortSignal.any([signal, settled.signal]), log);
+      outcome = await this.evaluate(request, AbortSignal.any([signal, settled.signal, leadership]), log);
     } catch (error) {
       log.error('request evaluation failed', { error: describeError(error) });
       outcome = deny(`the agent could not evaluate the request: ${describeError(error)}; run the statement again`);
     } finally {
       clearInterval(watch);
     }
+    if (leadership.aborted) {
+      log.warn('leadership lost while answering: the request is left to the new leader', { event: 'request.abandoned' });
+      return false;
+    }
     let status: string;
     try {
       status = await decide(db, request.id, agentId, outcome.decision, outcome.reason, outcome.snapshotIds);
     } catch (error) {
+      const holder = await claimHolder(db, request.id).catch(() => null);
+      if (holder !== null && holder !== agentId) {
+        log.warn('another agent took the request over; it decides', { event: 'request.taken_over', agent_id: holder });
+        return false;
+      }
       log.error('recording the decision failed', { error: describeError(error) });
       throw error;
     }

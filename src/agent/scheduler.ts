@@ -298,7 +298,8 @@ export class SnapshotScheduler {
   private async confirmUnchanged(relids: number[], observedAt: Date): Promise<void> {
     if (relids.length === 0) return;
     try {
-      await this.context.pool.query('SELECT backstop.agent_confirm_unchanged($1::oid[], $2)', [relids, observedAt]);
+      // Only snapshots in this agent's own storage are confirmed: one elsewhere is not what it checked.
+      await this.context.pool.query('SELECT backstop.agent_confirm_unchanged($1::oid[], $2, $3)', [relids, observedAt, this.context.storage.url]);
     } catch (error) {
       this.context.logger.warn('could not confirm unchanged tables in backstop.snapshot_catalog', { error: describeError(error), tables: relids.length });
     }

@@ -43,8 +43,10 @@ const CLASS_SQL = `((t.xmin::text::bigint - $1::bigint) & 4294967295)`;
 
 /** pg_current_snapshot() text `xmin:xmax:xip,...` → class boundaries. */
 export function censusBounds(snapshot: string): { xmin32: number; span: number } {
-  const [xmin, xmax] = snapshot.split(':').map((part) => BigInt(part));
-  if (xmin === undefined || xmax === undefined) throw new Error(`not a pg_snapshot: ${snapshot}`);
+  const match = /^(\d+):(\d+):/.exec(snapshot);
+  if (!match) throw new Error(`not a pg_snapshot: ${snapshot}`);
+  const xmin = BigInt(match[1]!);
+  const xmax = BigInt(match[2]!);
   return { xmin32: Number(xmin % 4294967296n), span: Number(xmax - xmin) };
 }
 

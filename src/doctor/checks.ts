@@ -118,9 +118,9 @@ async function checkLoopback(client: pg.ClientBase): Promise<CheckResult> {
 }
 
 async function checkAgents(client: pg.ClientBase): Promise<CheckResult[]> {
-  const { rows } = await client.query<{ agent_id: string; fresh: boolean; leader: boolean; storage_ok: boolean | null; storage_error: string | null; age: string }>(
-    `SELECT agent_id, fresh, coalesce(leader, false) AS leader, storage_ok, storage_error,
-            date_trunc('second', heartbeat_age)::text AS age
+  const { rows } = await client.query<{ agent_id: string; fresh: boolean; available: boolean; leaving: boolean; leader: boolean; storage_ok: boolean | null; storage_error: string | null; age: string }>(
+    `SELECT agent_id, fresh, available, connected AND gone_at IS NOT NULL AS leaving, coalesce(leader, false) AS leader,
+            storage_ok, storage_error, date_trunc('second', heartbeat_age)::text AS age
        FROM backstop.agents ORDER BY heartbeat_age`,
   );
   const fresh = rows.filter((row) => row.fresh);
@@ -134,14 +134,26 @@ async function checkAgents(client: pg.ClientBase): Promise<CheckResult[]> {
     });
     return results;
   }
-  const leaders = fresh.filter((row) => row.leader);
+  // A fresh heartbeat is not enough: the agent's presence session must still be connected.
+  const available = fresh.filter((row) => row.available);
+  if (available.length === 0) {
+    const leaving = fresh.find((row) => row.leaving);
+    results.push({
+      check: 'agent',
+      status: 'fail',
+      detail: leaving ? `agent ${leaving.agent_id} is shutting down and no other agent is running` : `agent ${fresh[0]!.agent_id} is no longer connected to the database (its process ended)`,
+      hint: 'start backstop agent beside the database; until then every guarded statement is refused',
+    });
+    return results;
+  }
+  const leaders = available.filter((row) => row.leader);
   results.push({
     check: 'agent',
     status: leaders.length === 1 ? 'ok' : 'warn',
-    detail: `${fresh.length} live agent(s), ${leaders.length === 1 ? `leader ${leaders[0]!.agent_id}` : `${leaders.length} leaders`}`,
+    detail: `${available.length} live agent(s), ${leaders.length === 1 ? `leader ${leaders[0]!.agent_id}` : `${leaders.length} leaders`}`,
     ...(leaders.length === 1 ? {} : { hint: 'exactly one agent should lead; check the agents’ logs' }),
   });
-  const storageDown = fresh.filter((row) => row.storage_ok === false);
+  const storageDown = available.filter((row) => row.storage_ok === false);
   if (storageDown.length > 0) {
     results.push({
       check: 'agent storage',

@@ -1,4 +1,4 @@
-/** Storage unreachable: requests are denied saying so, and the agent's health and heartbeat show it. */
+/** Storage unreachable: requests are denied saying so, and the agent's health, heartbeat and backstop.readiness show it. */
 import { rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type pg from 'pg';
@@ -22,7 +22,7 @@ describe('storage outage', () => {
     await db?.drop();
   });
 
-  it('denies with "storage unreachable" and reports it in backstop.agents and /metadata/health', async () => {
+  it('denies with "storage unreachable" and reports it in backstop.agents, backstop.readiness and /metadata/health', async () => {
     const parent = await tempDir('backstop-storage-');
     const storage = path.join(parent, 'snapshots');
     agent = await startAgent({ db: db.url, storage, args: ['--interval', '1h'] });
@@ -52,6 +52,9 @@ describe('storage outage', () => {
     const health = (await (await fetch(`http://127.0.0.1:${agent.httpPort}/metadata/health`)).json()) as { storageOk: boolean; storageError: string };
     expect(health).toMatchObject({ storageOk: false });
     expect(String(health.storageError)).toContain(storage);
+    // Readiness says so too: a table whose before-image could not be written is not ready.
+    const { rows: [unready] } = await client.query(`SELECT ready, failing_check FROM backstop.readiness WHERE schema_name = 'public' AND table_name = 'accounts'`);
+    expect(unready).toMatchObject({ ready: false, failing_check: expect.stringMatching(new RegExp(`^agent ${agent.agentId} cannot reach its storage: `)) });
 
     // Back again: the next request is not denied for storage.
     await rm(storage);
@@ -60,5 +63,7 @@ describe('storage outage', () => {
       const { rows } = await client.query(`SELECT storage_ok FROM backstop.agents WHERE agent_id = $1`, [agent!.agentId]);
       return rows[0]?.storage_ok === true;
     }, 60_000, 'storage_ok again');
+    const { rows: [ready] } = await client.query(`SELECT ready FROM backstop.readiness WHERE schema_name = 'public' AND table_name = 'accounts'`);
+    expect(ready).toEqual({ ready: true });
   });
 });

@@ -94,7 +94,12 @@ export class AgentDouble {
     return finished!.status;
   }
 
+  /**
+   * Register this connection as the double's presence (agent_hello) and write a heartbeat: the
+   * guard then counts it as a running agent for as long as the connection stays open.
+   */
   async heartbeat(info: Record<string, unknown> = {}): Promise<void> {
+    await this.client.query('SELECT backstop.agent_hello($1)', [this.agentId]);
     await this.client.query('SELECT backstop.agent_heartbeat($1, $2)', [
       this.agentId,
       { hostname: 'test', pid: process.pid, version: 'test', leader: true, listening: true, storage_ok: true, ...info },

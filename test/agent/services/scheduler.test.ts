@@ -98,7 +98,9 @@ describe('continuous snapshots', () => {
       INSERT INTO app."Odd ""Name"" é" VALUES (1, '{"a": 1}');
       INSERT INTO app.events VALUES (1, '2025-05-05');`);
     await flush();
-    // The guard is fail-closed: readiness needs a live heartbeat.
+    // The guard is fail-closed: readiness needs a connected agent (admin's session stands in
+    // for its presence session) with a live heartbeat.
+    await admin.query(`SELECT backstop.agent_hello('scheduler-test')`);
     await admin.query(`SELECT backstop.agent_heartbeat('scheduler-test', '{}'::jsonb)`);
     pool = new pg.Pool({ connectionString: db.urlAs(agentRole), max: 6 });
     storage = new FlakyStorage(openStorage(s3.url(`scheduler-${randomBytes(3).toString('hex')}`)));
