@@ -215,6 +215,39 @@ AS $fn$
    WHERE item.kind <> 'truncate'
 $fn$;
 
+-- Why no agent can finish completion `completion_id` (one line), or null while one can: the agent
+-- completing it is still connected with a fresh heartbeat, or some agent is available (the
+-- leader takes a requested completion, and takes over one whose agent is gone). Read from the
+-- server's own view of the agents' sessions (backstop.agents.connected, 0004); null when the
+-- completion is already finished.
+CREATE FUNCTION backstop._no_completer_reason(completion_id bigint) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+DECLARE
+  completion record;
+  disconnected text;
+BEGIN
+  PERFORM pg_stat_clear_snapshot();
+  SELECT c.status, c.agent_id INTO completion FROM backstop.image_completions c WHERE c.id = _no_completer_reason.completion_id;
+  IF NOT FOUND OR completion.status IN ('done', 'failed') THEN
+    RETURN NULL;
+  END IF;
+  IF completion.status = 'completing'
+     AND EXISTS (SELECT FROM backstop.agents a WHERE a.agent_id = completion.agent_id AND a.connected AND a.fresh) THEN
+    RETURN NULL;
+  END IF;
+  IF EXISTS (SELECT FROM backstop.agents a WHERE a.available) THEN
+    RETURN NULL;
+  END IF;
+  SELECT a.agent_id INTO disconnected FROM backstop.agents a WHERE a.fresh AND NOT a.connected ORDER BY a.last_seen DESC LIMIT 1;
+  IF disconnected IS NOT NULL THEN
+    RETURN format('the Backstop agent %s is no longer connected to the database (its process ended) and no other agent is running', disconnected);
+  END IF;
+  RETURN 'no Backstop agent is running';
+END
+$fn$;
+
 -- Wait for the agent to finish completion `completion_id`; returns its final status ('done' or
 -- 'failed'), or raises when no agent can answer any more (BS001) or the wait is cancelled.
 -- Polls through the loopback (LISTEN backstop_decisions there wakes it early).
@@ -247,7 +280,7 @@ BEGIN
     IF clock_timestamp() - last_liveness >= interval '1 s' THEN
       last_liveness := clock_timestamp();
       why_before := why;
-      why := backstop._why_no_agent(request_id);
+      why := backstop._committed_value(format('SELECT backstop._no_completer_reason(%s)', completion_id));
       IF why IS NOT NULL AND why_before IS NOT NULL THEN
         PERFORM backstop._fail_completion(completion_id, why);
         PERFORM backstop._loopback_exec('UNLISTEN backstop_decisions');
@@ -1027,7 +1060,7 @@ DROP FUNCTION backstop._find_approved_request(text);
 DROP FUNCTION backstop._alter_loses_data(text);
 
 -- New functions are executable by PUBLIC by default: none of these is for everyone.
-REVOKE ALL ON FUNCTION backstop._is_coverage_item(jsonb), backstop.agent_set_coverage(bigint, jsonb),
+REVOKE ALL ON FUNCTION backstop._is_coverage_item(jsonb), backstop._no_completer_reason(bigint), backstop.agent_set_coverage(bigint, jsonb),
                        backstop._is_covered(text, oid, integer), backstop._statement_covers(oid[]),
                        backstop._covering_request(text, oid), backstop._find_approved_request(text, oid[]),
                        backstop._consume(bigint, text, text), backstop._tables_read_by_agent(jsonb),
