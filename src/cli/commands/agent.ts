@@ -7,7 +7,10 @@ import type { Command } from 'commander';
 import { databaseConfigured, resolveDatabase, type DatabaseTarget } from '../../db/connection.js';
 import { createLogger, type Logger } from '../../log/logger.js';
 import { Agent } from '../../agent/agent.js';
-import { startEmbeddedDatabase, type EmbeddedDatabase } from '../../agent/embedded.js';
+import path from 'node:path';
+import { DEMO_TABLE, startEmbeddedDatabase, type EmbeddedDatabase } from '../../agent/embedded.js';
+import { DEFAULT_STORAGE_FOLDER } from '../../storage/url.js';
+import { cliCommand } from '../invocation.js';
 import { parseAgentFlags, type AgentFlags } from '../../agent/options.js';
 import { DEFAULT_STATE_PATH } from '../../agent/state.js';
 import { openAgentStorage, agentWork } from '../../agent/work.js';
@@ -35,18 +38,30 @@ function waitForSignal(logger: Logger): Promise<string> {
   });
 }
 
-function printTryIt(embedded: EmbeddedDatabase): void {
+/** A path inside the current folder as ./relative, anything else as it is. */
+function shown(location: string): string {
+  if (!path.isAbsolute(location)) return location;
+  const relative = path.relative(process.cwd(), location);
+  return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? `./${relative}` : location;
+}
+
+function printTryIt(embedded: EmbeddedDatabase, storageUrl: string): void {
+  const backstop = cliCommand();
+  const storage = storageUrl === path.resolve(DEFAULT_STORAGE_FOLDER) ? '' : ` --storage ${JSON.stringify(storageUrl)}`;
   process.stdout.write(
     [
       '',
-      'Backstop is guarding an embedded PostgreSQL with a demo table public.customers (300 rows).',
+      `Backstop is guarding an embedded PostgreSQL with a demo table public.${DEMO_TABLE} (300 rows).`,
       `Connect:   ${embedded.psqlCommand}`,
-      'Try:       DROP TABLE customers;',
+      `Try:       DROP TABLE ${DEMO_TABLE};`,
       '           -- the DROP pauses while the agent captures a before-image, then completes;',
       '           SELECT id, status, snapshot_ids FROM backstop.requests;',
       '           SELECT * FROM backstop.snapshots;',
-      `Restore:   backstop restore --db "${embedded.url}" --storage ./backstop-data --table public.customers --snapshot-id <id>`,
-      'Stop with Ctrl-C. Data stays in ./.backstop/pg and snapshots in ./backstop-data.',
+      `Restore:   ${backstop} recover --table public.${DEMO_TABLE}${storage}`,
+      `           ${backstop} restore --snapshot-id <id> --table public.${DEMO_TABLE}${storage}`,
+      `Check:     ${backstop} doctor${storage}`,
+      '           (run from this folder, commands find this server by themselves; elsewhere add --db with the URL above)',
+      `Stop with Ctrl-C. Data stays in ${shown(embedded.dataDir)} and snapshots in ${shown(storageUrl)}.`,
       '',
     ].join('\n'),
   );
@@ -96,7 +111,7 @@ export function registerAgentCommand(program: Command): void {
         });
         await agent.start(agentWork(agent, storage, logger));
         logger.info('agent running', { agent_id: agent.agentId, snapshot_interval: formatDuration(flags.intervalMs) });
-        if (embedded) printTryIt(embedded);
+        if (embedded) printTryIt(embedded, storage.url);
         const received = await signal;
         logger.info(`received ${received}: shutting down`);
       } finally {
