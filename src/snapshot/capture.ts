@@ -114,21 +114,27 @@ const ROW_GROUP_TARGET_BYTES = 64 * 1024 * 1024;
 const MAX_ROW_GROUP_ROWS = 122_880;
 const MIN_ROW_GROUP_ROWS = 2_048;
 
-function wrapFailure(error: unknown, table: QualifiedName, signal: AbortSignal | undefined): BackstopError {
+/**
+ * Any failure of a capture as a BackstopError whose message starts `snapshot of <table>` (its
+ * `subject`), so that the agent's denial reason names the table once.
+ */
+export function wrapFailure(error: unknown, table: QualifiedName, signal: AbortSignal | undefined): BackstopError {
   const name = displayName(table);
-  if (signal?.aborted) return new SnapshotError(`snapshot of ${name} was aborted`, { cause: error, hint: 'nothing was published; run the capture again' });
+  const subject = `snapshot of ${name}`;
+  if (signal?.aborted) return new SnapshotError(`${subject} was aborted`, { cause: error, subject, hint: 'nothing was published; run the capture again' });
   if (error instanceof BackstopError) return error;
   const code = (error as { code?: unknown } | null)?.code;
   if (code === '42501') {
-    return new PrivilegeError(`snapshot of ${name} failed: ${describeError(error)}`, {
+    return new PrivilegeError(`${subject} failed: ${describeError(error)}`, {
       cause: error,
+      subject,
       hint: 'grant the capturing role SELECT on the table (the backstop_agent role has pg_read_all_data)',
     });
   }
   if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) {
-    return new DatabaseError(`snapshot of ${name} failed: ${describeError(error)}`, { cause: error, hint: 'see the database error above; nothing was published' });
+    return new DatabaseError(`${subject} failed: ${describeError(error)}`, { cause: error, subject, hint: 'see the database error above; nothing was published' });
   }
-  return new SnapshotError(`snapshot of ${name} failed: ${describeError(error)}`, { cause: error, hint: 'nothing was published; check the log and run the capture again' });
+  return new SnapshotError(`${subject} failed: ${describeError(error)}`, { cause: error, subject, hint: 'nothing was published; check the log and run the capture again' });
 }
 
 async function snapshotContext(client: pg.ClientBase): Promise<SnapshotContext> {
