@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BackstopError, LocalDiskFullError, NotFoundError, SnapshotError, VerificationError, describeError, isDiskFull } from '../errors/index.js';
-import type { Manifest } from '../snapshot/manifest.js';
+import { checksumHex, type Manifest } from '../snapshot/manifest.js';
 import { digestOf, digestingStream, type Digest } from '../storage/digest.js';
 import type { Storage } from '../storage/storage.js';
 import { createScratchDir } from '../scratch/scratch-dir.js';
@@ -75,9 +75,9 @@ export async function fetchVerifiedDataFile(storage: Storage, manifest: Manifest
       });
     }
     const { sha256, size } = digest;
-    if (size !== manifest.size_bytes || sha256 !== manifest.checksum) {
+    if (size !== manifest.size_bytes || sha256 !== checksumHex(manifest)) {
       throw new VerificationError(
-        `snapshot ${manifest.snapshot_id} is damaged: its data file has ${size} bytes with sha256 ${sha256}, the manifest says ${manifest.size_bytes} bytes with sha256 ${manifest.checksum}`,
+        `snapshot ${manifest.snapshot_id} is damaged: its data file has ${size} bytes with sha256 ${sha256}, the manifest says ${manifest.size_bytes} bytes with sha256 ${checksumHex(manifest)}`,
         { hint: 'the file was modified or truncated after capture; nothing was restored — pick another snapshot (backstop snapshots list)' },
       );
     }

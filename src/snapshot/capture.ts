@@ -28,7 +28,7 @@ import type { Storage } from '../storage/storage.js';
 import { contentHashOf, copyOutSql, rowSource, type ContentHash, type RowSource } from './content-hash.js';
 import { inSnapshotTransaction, type DatabaseSource } from './database-session.js';
 import { snapshotKeys, type SnapshotKeys } from './layout.js';
-import { MANIFEST_FORMAT_VERSION, serializeManifest, type Manifest, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
+import { MANIFEST_FORMAT_VERSION, formatChecksum, serializeManifest, type Manifest, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
 import { followGrowingFile } from './growing-file.js';
 import { ParquetEncodeRejected, encodeCopyToParquet, type ParquetEncodeResult } from './parquet-encoder.js';
 import type { RowHashResult } from './row-hash/row-hasher.js';
@@ -86,7 +86,7 @@ interface CapturedData {
   definition: TableDefinition;
   columns: ManifestColumn[];
   contentHash: ContentHash;
-  dbSizeBytes: number;
+  tableSizeBytes: number;
   warnings: string[];
   /** The data file as stored: size and SHA-256 of what was uploaded. */
   stored: StoredDataFile;
@@ -108,6 +108,7 @@ interface SnapshotContext {
   createdAt: Date;
   serverVersion: string;
   serverVersionNum: number;
+  databaseSizeBytes: number;
 }
 
 const ROW_GROUP_TARGET_BYTES = 64 * 1024 * 1024;
@@ -138,11 +139,12 @@ export function wrapFailure(error: unknown, table: QualifiedName, signal: AbortS
 }
 
 async function snapshotContext(client: pg.ClientBase): Promise<SnapshotContext> {
-  const { rows } = await client.query<{ now: Date; version: string; version_num: string }>(
-    `SELECT pg_catalog.now() AS now, pg_catalog.current_setting('server_version') AS version, pg_catalog.current_setting('server_version_num') AS version_num`,
+  const { rows } = await client.query<{ now: Date; version: string; version_num: string; database_size: string }>(
+    `SELECT pg_catalog.now() AS now, pg_catalog.current_setting('server_version') AS version, pg_catalog.current_setting('server_version_num') AS version_num,
+            pg_catalog.pg_database_size(pg_catalog.current_database())::text AS database_size`,
   );
   const row = rows[0]!;
-  return { createdAt: row.now, serverVersion: row.version, serverVersionNum: Number(row.version_num) };
+  return { createdAt: row.now, serverVersion: row.version, serverVersionNum: Number(row.version_num), databaseSizeBytes: Number(row.database_size) };
 }
 
 async function tableDefinitions(client: pg.ClientBase, target: CaptureTarget, warnings: string[]): Promise<{ definition: TableDefinition; rows: TableDefinition }> {
@@ -432,7 +434,7 @@ async function captureData(
     definition,
     columns: manifestColumns,
     contentHash: contentHashOf(hash),
-    dbSizeBytes: facts.sizeBytes,
+    tableSizeBytes: facts.sizeBytes,
     warnings,
     stored,
     startedAt,
@@ -596,7 +598,7 @@ function buildManifest(
     parquet_path: keys.data,
     location: `${options.storage.url.replace(/\/+$/, '')}/${keys.data}`,
     size_bytes: data.stored.size,
-    checksum: data.stored.sha256,
+    checksum: formatChecksum(data.stored.sha256),
     checksum_algorithm: 'sha256',
     content_hash: data.contentHash,
     session_settings: { ...CANONICAL_SETTINGS },
@@ -606,7 +608,8 @@ function buildManifest(
     label: options.label ?? null,
     group,
     read_from: data.target.readFrom ? { schema: data.target.readFrom.schema, table: data.target.readFrom.table } : null,
-    db_size_bytes: data.dbSizeBytes,
+    db_size_bytes: context.databaseSizeBytes,
+    table_size_bytes: data.tableSizeBytes,
     duration_ms: Date.now() - data.startedAt,
     server_version: context.serverVersion,
     server_version_num: context.serverVersionNum,
