@@ -13,7 +13,7 @@ import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { clientConfig, type DatabaseTarget } from '../db/connection.js';
-import { DatabaseError, PrivilegeError, describeError } from '../errors/index.js';
+import { DatabaseError, PrivilegeError, SchemaVersionError, describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Storage } from '../storage/storage.js';
 import { findRequest, orphanedRequests, pendingRequests, type RequestRow } from '../decision/agent-api.js';
@@ -28,8 +28,10 @@ import { CHANNELS, NotificationListener } from './listener.js';
 import { createMetrics, type AgentMetrics } from './metrics.js';
 import { RequestPipeline, type BeforeImageCapturer } from './pipeline.js';
 import { AgentState } from './state.js';
+import { BACKSTOP_VERSION } from '../version.js';
+import { schemaVersion, type SchemaVersion } from '../install/install.js';
 
-export const AGENT_VERSION = '0.1.0';
+export const AGENT_VERSION = BACKSTOP_VERSION;
 
 export interface AgentOptions {
   target: DatabaseTarget;
@@ -171,6 +173,30 @@ export class Agent {
     if (!row.allowed) {
       throw new PrivilegeError(`role ${row.role} may not act as the Backstop agent in ${where}`, {
         hint: `as a superuser run: GRANT backstop_agent TO ${row.role};`,
+      });
+    }
+    // The agent calls the SQL API its own migrations define: against a schema a newer Backstop
+    // installed it could misread what it finds (or call what changed), and against an older one
+    // a function it needs may be missing. Either way it stops here, saying which side to upgrade.
+    let version: SchemaVersion;
+    try {
+      version = await schemaVersion(this.pool);
+    } catch (error) {
+      // Without pg_read_all_data (PostgreSQL 13) the bookkeeping table may be unreadable: the
+      // check is skipped rather than refusing an agent that otherwise works.
+      if ((error as { code?: string }).code !== '42501') throw error;
+      this.logger.warn('cannot read backstop.migrations: the schema version is not checked', { error: describeError(error) });
+      return;
+    }
+    if (version.unknown.length > 0) {
+      throw new SchemaVersionError(
+        `the Backstop schema in ${where} has migration(s) this agent (${BACKSTOP_VERSION}) does not know: ${version.unknown.join(', ')}`,
+        { hint: 'a newer Backstop installed it: upgrade this agent to that version (the one backstop install ran from), then start it again' },
+      );
+    }
+    if (version.pending.length > 0) {
+      throw new SchemaVersionError(`the Backstop schema in ${where} lacks migration(s) this agent needs: ${version.pending.join(', ')}`, {
+        hint: 'run backstop install --db <url of that database> (as a superuser) to upgrade it, then start the agent again',
       });
     }
   }

@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { BackstopError, describeError } from '../errors/index.js';
+import { BACKSTOP_VERSION } from '../version.js';
 
 export function reportFailure(error: unknown, stream: NodeJS.WritableStream = process.stderr): number {
   // Commander has printed its own message (and the usage). Help and --version exit 0; anything
@@ -25,7 +26,7 @@ export function reportFailure(error: unknown, stream: NodeJS.WritableStream = pr
 export function createProgram(): Command {
   return new Command('backstop')
     .description('Guard PostgreSQL against unapproved DROP, destructive ALTER and TRUNCATE; snapshot and restore tables.')
-    .version('0.1.0')
+    .version(BACKSTOP_VERSION)
     .showHelpAfterError()
     .exitOverride();
 }

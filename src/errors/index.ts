@@ -44,6 +44,13 @@ export class DatabaseError extends BackstopError {
   }
 }
 
+/** The Backstop schema in the database and this build do not match (older or newer migrations). */
+export class SchemaVersionError extends BackstopError {
+  constructor(message: string, options: BackstopErrorOptions = {}) {
+    super('schema_version', message, options);
+  }
+}
+
 /** The connected role lacks a privilege Backstop needs. */
 export class PrivilegeError extends BackstopError {
   constructor(message: string, options: BackstopErrorOptions = {}) {
