@@ -28,6 +28,7 @@ import { CHANNELS, NotificationListener } from './listener.js';
 import { createMetrics, type AgentMetrics } from './metrics.js';
 import { RequestPipeline, type BeforeImageCapturer } from './pipeline.js';
 import { AgentState } from './state.js';
+import type { DatabaseIdentity } from './database-identity.js';
 import { BACKSTOP_VERSION } from '../version.js';
 import { schemaVersion, type SchemaVersion } from '../install/install.js';
 
@@ -44,6 +45,11 @@ export interface AgentOptions {
   schemas?: string[];
   concurrency: number;
   statePath: string;
+  /**
+   * The database the agent guards (readDatabaseIdentity): the state file is bound to it and
+   * claimed for this process, and refused when it belongs to another database or agent.
+   */
+  databaseIdentity?: DatabaseIdentity;
   /** null = HTTP API off. */
   http: { host: string; port: number } | null;
   agentId?: string;
@@ -96,6 +102,13 @@ export class Agent {
     this.options = options;
     this.logger = options.logger;
     this.state = new AgentState(options.statePath);
+    try {
+      if (options.databaseIdentity) this.state.bindDatabase(options.databaseIdentity.key, options.databaseIdentity.label);
+      this.state.claim();
+    } catch (error) {
+      this.state.close();
+      throw error;
+    }
     this.agentId = options.agentId ?? this.state.agentId(() => `${os.hostname()}-${randomBytes(3).toString('hex')}`);
     this.metrics = createMetrics();
     // Requests in flight each need a connection or two; captures open their own.

@@ -4,7 +4,7 @@
  * SIGTERM / SIGINT stop it cleanly with exit code 0; a second signal exits at once.
  */
 import type { Command } from 'commander';
-import { databaseConfigured, resolveDatabase, type DatabaseTarget } from '../../db/connection.js';
+import { databaseConfigured, resolveDatabase, withClient, type DatabaseTarget } from '../../db/connection.js';
 import { createLogger, type Logger } from '../../log/logger.js';
 import { Agent } from '../../agent/agent.js';
 import path from 'node:path';
@@ -12,7 +12,7 @@ import { DEMO_TABLE, startEmbeddedDatabase, type EmbeddedDatabase } from '../../
 import { DEFAULT_STORAGE_FOLDER } from '../../storage/url.js';
 import { cliCommand } from '../invocation.js';
 import { parseAgentFlags, type AgentFlags } from '../../agent/options.js';
-import { DEFAULT_STATE_PATH } from '../../agent/state.js';
+import { readDatabaseIdentity, statePathFor } from '../../agent/database-identity.js';
 import { openAgentStorage, agentWork } from '../../agent/work.js';
 import { formatDuration } from '../../agent/duration.js';
 import { withDatabaseOption, withStorageOption } from '../program.js';
@@ -76,7 +76,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--keep <n>', 'snapshots to keep per table (older ones are pruned)')
     .option('--schemas <list>', 'comma-separated schemas to snapshot, names as in the catalog (default: every user schema)')
     .option('--concurrency <n>', 'tables captured at once', '4')
-    .option('--state <path>', 'agent state file (SQLite)', DEFAULT_STATE_PATH)
+    .option('--state <path>', 'agent state file (SQLite; default: one per database, .backstop/agent-<database>-<id>.sqlite)')
     .option('--http <host:port|off>', 'HTTP metadata API address; port 0 picks a free port', '127.0.0.1:8080')
     .option('--agent-id <id>', 'name of this agent in backstop.agents (default: generated once, kept in the state file)')
     .action(async (options: AgentCommandOptions) => {
@@ -95,6 +95,9 @@ export function registerAgentCommand(program: Command): void {
       let agent: Agent | undefined;
       try {
         const storage = await openAgentStorage(options.storage);
+        // The state file belongs to the database: ask the server which one this is first.
+        const databaseIdentity = await withClient(target, readDatabaseIdentity, 'backstop agent (identity)');
+        const statePath = statePathFor(databaseIdentity, flags.statePath);
         agent = new Agent({
           target,
           storage,
@@ -104,13 +107,14 @@ export function registerAgentCommand(program: Command): void {
           ...(flags.keep !== undefined ? { keep: flags.keep } : {}),
           ...(flags.schemas ? { schemas: flags.schemas } : {}),
           concurrency: flags.concurrency,
-          statePath: flags.statePath,
+          statePath,
+          databaseIdentity,
           http: flags.http,
           ...(flags.agentId ? { agentId: flags.agentId } : {}),
           logger,
         });
         await agent.start(agentWork(agent, storage, logger));
-        logger.info('agent running', { agent_id: agent.agentId, snapshot_interval: formatDuration(flags.intervalMs) });
+        logger.info('agent running', { agent_id: agent.agentId, snapshot_interval: formatDuration(flags.intervalMs), state: statePath, database: databaseIdentity.label });
         if (embedded) printTryIt(embedded, storage.url);
         const received = await signal;
         logger.info(`received ${received}: shutting down`);
