@@ -16,7 +16,18 @@ import type { StoredAs } from './type-mapping.js';
  */
 export const MANIFEST_FORMAT_VERSION = 2;
 
+/**
+ * Why a snapshot was taken. `sidecar`: a background snapshot the agent (which runs beside the
+ * database, like a sidecar) took on its own because the table was new or changed;
+ * `before-image`: taken for a request before the guarded statement ran (`request_id`);
+ * `on-demand`: asked for (`backstop snapshot`, `SELECT backstop.snapshot(…)`).
+ */
 export type SnapshotSource = 'sidecar' | 'before-image' | 'on-demand';
+
+/** The source as people read it in listings: `sidecar` says what it is. */
+export function sourceForPeople(source: string): string {
+  return source === 'sidecar' ? "sidecar (the agent's background snapshot)" : source;
+}
 
 export interface ManifestColumn {
   name: string;

@@ -224,7 +224,7 @@ export function registerSnapshotCommands(program: Command): void {
           formatAge(m.created_at),
           String(m.row_count),
           formatBytes(m.size_bytes),
-          m.source,
+          m.source === 'sidecar' ? 'sidecar (background)' : m.source,
           m.group?.name ?? '',
           m.label ?? '',
         ]);
