@@ -30,5 +30,7 @@ import('node:module')
   .catch(function (error) {
     process.stderr.write('error: ' + (error && error.message ? error.message : String(error)) + '\n');
     if (error && error.code === 'ERR_MODULE_NOT_FOUND') process.stderr.write('hint: dist/ is missing or incomplete: run `npm ci` (or `npm run build`) in the Backstop folder\n');
+    else process.stderr.write('hint: Backstop could not load; run `npm ci` in the Backstop folder, and rerun with BACKSTOP_LOG_LEVEL=debug to see where\n');
+    if (process.env.BACKSTOP_LOG_LEVEL === 'debug' && error && error.stack) process.stderr.write(error.stack + '\n');
     process.exitCode = 1;
   });
