@@ -11,7 +11,7 @@ import type { Artifacts, ScenarioContext } from './context.js';
 import { ensureBenchTables } from './dataset.js';
 import { machineFacts } from './machine.js';
 import { parseOptions, USAGE, type ScenarioName } from './options.js';
-import { updateBenchmarksMd, writeRunRecord } from './report.js';
+import { updateBenchmarksMd, updateReadme, writeRunRecord } from './report.js';
 import type { ScenarioResult } from './results.js';
 import { captureLocal } from './scenarios/capture.js';
 import { captureS3 } from './scenarios/capture-s3.js';
@@ -97,6 +97,7 @@ async function main(): Promise<number> {
     log(`results: ${path.relative(repoRoot, file)}`);
     if (!options.noReport) {
       await updateBenchmarksMd(repoRoot);
+      await updateReadme(repoRoot);
       log('BENCHMARKS.md updated');
     }
     for (const result of results) {

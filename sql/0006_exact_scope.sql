@@ -438,11 +438,13 @@ BEGIN
     request_id := backstop._file_request(tag, query, caller_search_path, false, clock_timestamp() + wait_timeout);
     RAISE NOTICE 'Backstop: % is waiting for approval of request % (up to %)', tag, request_id, backstop._describe_interval(wait_timeout)
       USING HINT = CASE
-                     WHEN (backstop._settings()).approval_mode = 'auto'
-                       THEN format('the agent grants it once its checks pass; follow it with SELECT * FROM backstop.requests WHERE id = %s;', request_id)
+                     WHEN agent_reads_tables AND (backstop._settings()).approval_mode = 'auto'
+                       THEN format('the agent grants it once a before-image is stored; follow it with SELECT * FROM backstop.requests WHERE id = %s;', request_id)
                      WHEN agent_reads_tables
                        THEN format('SELECT * FROM backstop.requests WHERE id = %s; once the before-image is stored an approver runs SELECT backstop.approve(%s);', request_id, request_id)
-                     ELSE format('an approver runs SELECT backstop.approve(%s); the before-image is copied inside this transaction once it is approved (SELECT * FROM backstop.requests WHERE id = %s)', request_id, request_id)
+                     WHEN (backstop._settings()).approval_mode = 'auto'
+                       THEN format('the agent grants it once its checks pass; this session then copies the rows (the before-image, exported by the agent after COMMIT); follow it with SELECT * FROM backstop.requests WHERE id = %s;', request_id)
+                     ELSE format('SELECT * FROM backstop.requests WHERE id = %s; an approver runs SELECT backstop.approve(%s); once approved, this session copies the rows (the before-image, exported by the agent after COMMIT)', request_id, request_id)
                    END;
     status := backstop._await_decision(request_id, wait_timeout, true);
     IF status IS DISTINCT FROM 'approved' THEN

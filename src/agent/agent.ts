@@ -20,7 +20,7 @@ import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { clientConfig, type DatabaseTarget } from '../db/connection.js';
-import { DatabaseError, PrivilegeError, describeError } from '../errors/index.js';
+import { DatabaseError, PrivilegeError, SchemaVersionError, describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Storage } from '../storage/storage.js';
 import { findRequest, orphanedRequests, pendingRequests, sayGoodbye, sayHello, type RequestRow } from '../decision/agent-api.js';
@@ -37,8 +37,11 @@ import { RequestPipeline, type BeforeImageCapturer } from './pipeline.js';
 import { openCompletions, type CompletionRow, type ImageCompleter } from '../capture/completion.js';
 import { queryWithin } from './session.js';
 import { AgentState } from './state.js';
+import type { DatabaseIdentity } from './database-identity.js';
+import { BACKSTOP_VERSION } from '../version.js';
+import { schemaVersion, type SchemaVersion } from '../install/install.js';
 
-export const AGENT_VERSION = '0.1.0';
+export const AGENT_VERSION = BACKSTOP_VERSION;
 
 export interface AgentOptions {
   target: DatabaseTarget;
@@ -51,6 +54,11 @@ export interface AgentOptions {
   schemas?: string[];
   concurrency: number;
   statePath: string;
+  /**
+   * The database the agent guards (readDatabaseIdentity): the state file is bound to it and
+   * claimed for this process, and refused when it belongs to another database or agent.
+   */
+  databaseIdentity?: DatabaseIdentity;
   /** null = HTTP API off. */
   http: { host: string; port: number } | null;
   agentId?: string;
@@ -107,6 +115,13 @@ export class Agent {
     this.options = options;
     this.logger = options.logger;
     this.state = new AgentState(options.statePath);
+    try {
+      if (options.databaseIdentity) this.state.bindDatabase(options.databaseIdentity.key, options.databaseIdentity.label);
+      this.state.claim();
+    } catch (error) {
+      this.state.close();
+      throw error;
+    }
     this.agentId = options.agentId ?? this.state.agentId(() => `${os.hostname()}-${randomBytes(3).toString('hex')}`);
     this.metrics = createMetrics();
     // Requests in flight each need a connection or two; captures open their own.
@@ -196,6 +211,30 @@ export class Agent {
     if (!row.allowed) {
       throw new PrivilegeError(`role ${row.role} may not act as the Backstop agent in ${where}`, {
         hint: `as a superuser run: GRANT backstop_agent TO ${row.role};`,
+      });
+    }
+    // The agent calls the SQL API its own migrations define: against a schema a newer Backstop
+    // installed it could misread what it finds (or call what changed), and against an older one
+    // a function it needs may be missing. Either way it stops here, saying which side to upgrade.
+    let version: SchemaVersion;
+    try {
+      version = await schemaVersion(this.pool);
+    } catch (error) {
+      // Without pg_read_all_data (PostgreSQL 13) the bookkeeping table may be unreadable: the
+      // check is skipped rather than refusing an agent that otherwise works.
+      if ((error as { code?: string }).code !== '42501') throw error;
+      this.logger.warn('cannot read backstop.migrations: the schema version is not checked', { error: describeError(error) });
+      return;
+    }
+    if (version.unknown.length > 0) {
+      throw new SchemaVersionError(
+        `the Backstop schema in ${where} has migration(s) this agent (${BACKSTOP_VERSION}) does not know: ${version.unknown.join(', ')}`,
+        { hint: 'a newer Backstop installed it: upgrade this agent to that version (the one backstop install ran from), then start it again' },
+      );
+    }
+    if (version.pending.length > 0) {
+      throw new SchemaVersionError(`the Backstop schema in ${where} lacks migration(s) this agent needs: ${version.pending.join(', ')}`, {
+        hint: 'run backstop install --db <url of that database> (as a superuser) to upgrade it, then start the agent again',
       });
     }
   }

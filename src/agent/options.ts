@@ -10,7 +10,8 @@ export interface AgentFlags {
   keep?: string;
   schemas?: string;
   concurrency: string;
-  state: string;
+  /** --state; undefined = one file per database under ./.backstop/ (database-identity.ts). */
+  state?: string;
   http: string;
   agentId?: string;
 }
@@ -22,7 +23,7 @@ export interface ParsedAgentFlags {
   keep: number | undefined;
   schemas: string[] | undefined;
   concurrency: number;
-  statePath: string;
+  statePath: string | undefined;
   http: { host: string; port: number } | null;
   agentId: string | undefined;
 }
@@ -65,7 +66,7 @@ export function parseAgentFlags(flags: AgentFlags): ParsedAgentFlags {
     keep: flags.keep === undefined ? undefined : positiveInteger(flags.keep, '--keep'),
     schemas: schemas && schemas.length > 0 ? schemas : undefined,
     concurrency: positiveInteger(flags.concurrency, '--concurrency'),
-    statePath: flags.state,
+    statePath: flags.state?.trim() || undefined,
     http: parseHttpFlag(flags.http),
     agentId: flags.agentId?.trim() || undefined,
   };

@@ -11,7 +11,7 @@ import type { AgentMetrics } from './metrics.js';
 import { checkAgentReadiness, checkSnapshotsReady, type TargetSnapshot } from '../gate/gate.js';
 import { readSettings, type ApprovalMode } from '../gate/settings.js';
 import { claimHolder, claimRequest, decide, setCoverage, setTargets, type Decision, type RequestRow } from '../decision/agent-api.js';
-import { lockedByRequesterReason, notFoundReason, opaqueReason, unparseableReason } from '../decision/reasons.js';
+import { captureFailedReason, lockedByRequesterReason, notFoundReason, opaqueReason, unparseableReason } from '../decision/reasons.js';
 import { exclusiveLocks } from '../capture/locks.js';
 import { parseStatement, StatementParseError, type ParsedStatement } from '../request/statement.js';
 import { qualifiedTarget, resolveTargets, type Queryable, type ResolvedTarget } from '../request/targets.js';
@@ -185,12 +185,12 @@ export class RequestPipeline {
         const about = { id: request.id, requesterPid: request.requester_pid, commandTag: request.command_tag };
         return { target, snapshot: await this.options.capturer.capture(target, about, signal) };
       } catch (error) {
-        return { target, error: describeError(error) };
+        return { target, error: captureFailedReason(qualifiedTarget(target), error) };
       }
     });
     const snapshotIds = captured.flatMap((entry) => (entry.snapshot ? [entry.snapshot.snapshotId] : []));
     if (signal.aborted) return deny('the agent was stopped before every before-image was complete (nothing partial was kept): run the statement again', snapshotIds);
-    const failures = captured.flatMap((entry) => (entry.error !== undefined ? [`snapshot of ${qualifiedTarget(entry.target)} failed: ${entry.error}`] : []));
+    const failures = captured.flatMap((entry) => (entry.error !== undefined ? [entry.error] : []));
     if (failures.length > 0) return deny(failures.join('; '), snapshotIds);
 
     const ready = await checkSnapshotsReady(captured.map((entry) => entry.snapshot!), settings);

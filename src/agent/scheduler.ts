@@ -17,6 +17,7 @@ import { Limiter, forEachLimited } from './limiter.js';
 import type { AgentMetrics } from './metrics.js';
 import { pendingSnapshotRequests, serveSnapshotRequest, type OnDemandReport } from './on-demand.js';
 import { DEFAULT_BACKOFF, type AgentState, type BackoffOptions } from './state.js';
+import { readDatabaseIdentity } from './database-identity.js';
 
 export interface SchedulerOptions {
   /** Milliseconds between polls. */
@@ -215,19 +216,14 @@ export class SnapshotScheduler {
     }
   }
 
+  /**
+   * The state belongs to one database (the agent binds it at start; this covers schedulers used
+   * on their own). A state file of another database makes every poll fail with the reason.
+   */
   private async bindDatabase(): Promise<void> {
     if (this.databaseBound) return;
-    const identitySql = (cluster: string) =>
-      `SELECT concat_ws(':', ${cluster}, d.oid::text, d.datname) AS identity
-         FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()`;
-    // The cluster's system identifier tells two servers' databases apart; some managed services
-    // may not let every role read it, and then database OID and name have to do.
-    const { rows } = await this.context.pool
-      .query<{ identity: string }>(identitySql('(SELECT system_identifier::text FROM pg_catalog.pg_control_system())'))
-      .catch(() => this.context.pool.query<{ identity: string }>(identitySql("''")));
-    if (this.context.state.bindDatabase(rows[0]!.identity)) {
-      this.context.logger.info('the state file belonged to another database: table tracking starts afresh', { state: this.context.state.path });
-    }
+    const identity = await readDatabaseIdentity(this.context.pool);
+    this.context.state.bindDatabase(identity.key, identity.label);
     this.databaseBound = true;
   }
 

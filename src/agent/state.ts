@@ -5,16 +5,23 @@
  * backoff, and snapshots protected from prune because their table drifted.
  *
  * Tables are keyed by relation OID: a rename keeps the OID (same table, new name), a drop and
- * re-create gets a new one (a new table, captured as new). The database a state file belongs to is
- * recorded so that pointing the agent at another database does not mix their OIDs.
+ * re-create gets a new one (a new table, captured as new). A state file belongs to one database
+ * (bindDatabase) and one running agent (claim): pointing it at another database is refused, so
+ * their OIDs never mix.
  */
 import { mkdirSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { ConfigError, describeError } from '../errors/index.js';
 import { backoffDelay, type BackoffOptions } from '../retry/backoff.js';
 
-export const DEFAULT_STATE_PATH = path.join('.backstop', 'agent.sqlite');
+/**
+ * The state file of Backstop 0.1.0, shared by every database an agent ran against from the same
+ * folder. Still used when it belongs to the agent's database; otherwise each database gets its
+ * own file (defaultStatePath in database-identity.ts).
+ */
+export const LEGACY_STATE_PATH = path.join('.backstop', 'agent.sqlite');
 
 /** Bump when the schema below changes; add a step to MIGRATIONS. */
 const MIGRATIONS: string[] = [
@@ -238,11 +245,23 @@ function toRetry(row: RetryRow): RetryState {
   };
 }
 
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists but belongs to another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export class AgentState {
   readonly path: string;
   private readonly db: Database.Database;
+  /** The pid this process claimed the file for (see claim()); released by close(). */
+  private ownedBy: number | undefined;
 
-  constructor(statePath: string = DEFAULT_STATE_PATH) {
+  constructor(statePath: string) {
     this.path = statePath;
     try {
       if (statePath !== ':memory:') mkdirSync(path.dirname(path.resolve(statePath)), { recursive: true });
@@ -250,7 +269,7 @@ export class AgentState {
     } catch (error) {
       throw new ConfigError(`cannot open the agent state file ${statePath}: ${describeError(error)}`, {
         cause: error,
-        hint: 'pass --state with a path in a writable folder (default ./.backstop/agent.sqlite)',
+        hint: 'pass --state with a path in a writable folder (default: one file per database under ./.backstop/)',
       });
     }
     // WAL: readers (HTTP handlers) never block the scheduler's writes; NORMAL sync is durable
@@ -277,7 +296,12 @@ export class AgentState {
   }
 
   close(): void {
-    if (this.db.open) this.db.close();
+    if (!this.db.open) return;
+    if (this.ownedBy !== undefined) {
+      const current = this.getMeta('owner');
+      if (current !== undefined && (JSON.parse(current) as { pid: number }).pid === this.ownedBy) this.db.prepare(`DELETE FROM meta WHERE key = 'owner'`).run();
+    }
+    this.db.close();
   }
 
   // ---- meta ----
@@ -301,20 +325,59 @@ export class AgentState {
   }
 
   /**
-   * Bind the state to one database (e.g. system identifier + database OID). When it differs from
-   * the recorded one, per-table tracking and retries are forgotten: OIDs mean other tables there.
-   * Returns true when tracking was reset.
+   * Bind the state to one database (DatabaseIdentity.key: system identifier, database OID and
+   * name). A state file belongs to one database for good: its OIDs name that database's tables,
+   * and its agent id is that agent's. Bound to another, it is refused, never taken over: an agent
+   * that wiped or reused it raised table_vanished alerts about the other database's tables, and
+   * two agents shared one id.
    */
-  bindDatabase(identity: string): boolean {
-    const previous = this.getMeta('database_identity');
-    if (previous === identity) return false;
+  bindDatabase(identity: string, label: string = identity): void {
     this.db.transaction(() => {
-      if (previous !== undefined) {
-        this.db.exec('DELETE FROM tables; DELETE FROM retries;');
+      const previous = this.getMeta('database_identity');
+      if (previous === undefined) {
+        this.setMeta('database_identity', identity);
+        this.setMeta('database_label', label);
+        return;
       }
-      this.setMeta('database_identity', identity);
-    })();
-    return previous !== undefined;
+      if (previous === identity) return;
+      const theirs = this.getMeta('database_label') ?? previous;
+      throw new ConfigError(`the agent state file ${this.path} belongs to ${theirs}, not to ${label}`, {
+        hint: 'each database needs its own state file: leave out --state (the default is one file per database under .backstop/) or pass another path; if that database is gone for good, remove the file',
+      });
+    }).immediate();
+  }
+
+  /** The database a state file is bound to, without opening it for writing; undefined if none or no file. */
+  static boundIdentity(statePath: string): string | undefined {
+    let db: Database.Database | undefined;
+    try {
+      db = new Database(statePath, { readonly: true, fileMustExist: true });
+      const row = db.prepare(`SELECT value FROM meta WHERE key = 'database_identity'`).get() as { value: string } | undefined;
+      return row?.value;
+    } catch {
+      return undefined;
+    } finally {
+      db?.close();
+    }
+  }
+
+  /**
+   * Take the file for this process: one agent per state file. Another live agent on this host
+   * holding it (two agents for one database started from one folder) is refused, so that two
+   * agents never share an agent id; a holder that is gone (killed, crashed) is taken over.
+   */
+  claim(owner: { pid: number; hostname: string } = { pid: process.pid, hostname: os.hostname() }): void {
+    this.db.transaction(() => {
+      const current = this.getMeta('owner');
+      const holder = current === undefined ? undefined : (JSON.parse(current) as { pid: number; hostname: string; since: string });
+      if (holder && holder.pid !== owner.pid && holder.hostname === owner.hostname && processAlive(holder.pid)) {
+        throw new ConfigError(`the agent state file ${this.path} is in use by another agent (pid ${holder.pid}, since ${holder.since})`, {
+          hint: 'a second agent for the same database needs its own state file and id: pass --state with another path (and --agent-id if you name agents)',
+        });
+      }
+      this.setMeta('owner', JSON.stringify({ ...owner, since: new Date().toISOString() }));
+      this.ownedBy = owner.pid;
+    }).immediate();
   }
 
   // ---- heartbeat ----

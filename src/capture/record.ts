@@ -4,10 +4,12 @@
  */
 import type pg from 'pg';
 import type { AgentState } from '../agent/state.js';
-import type { Manifest } from '../snapshot/manifest.js';
+import { checksumHex, type Manifest } from '../snapshot/manifest.js';
 
 export async function recordCapturedSnapshot(pool: pg.Pool, state: AgentState | undefined, manifest: Manifest, verified: boolean): Promise<void> {
-  await pool.query('SELECT backstop.agent_record_snapshot($1::jsonb)', [JSON.stringify({ ...manifest, verified })]);
+  // agent_record_snapshot reads `sha256` before `checksum`: the catalog keeps the bare hex for
+  // manifests of every format, with no change to the installed SQL.
+  await pool.query('SELECT backstop.agent_record_snapshot($1::jsonb)', [JSON.stringify({ ...manifest, sha256: checksumHex(manifest), verified })]);
   state?.recordSnapshot({
     snapshotId: manifest.snapshot_id,
     schema: manifest.schema,

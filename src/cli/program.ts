@@ -4,9 +4,13 @@
  */
 import { Command, CommanderError } from 'commander';
 import { BackstopError, describeError } from '../errors/index.js';
+import { BACKSTOP_VERSION } from '../version.js';
 
 export function reportFailure(error: unknown, stream: NodeJS.WritableStream = process.stderr): number {
-  if (error instanceof CommanderError) return error.exitCode;
+  // Commander has printed its own message (and the usage). Help and --version exit 0; anything
+  // else it refuses (a missing required option, an unknown flag, a missing argument) is a bad
+  // invocation, which exits 2 like every other bad flag (commander would say 1).
+  if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
   if (error instanceof BackstopError) {
     stream.write(`error: ${error.message}\n`);
     if (error.hint) stream.write(`hint: ${error.hint}\n`);
@@ -22,7 +26,7 @@ export function reportFailure(error: unknown, stream: NodeJS.WritableStream = pr
 export function createProgram(): Command {
   return new Command('backstop')
     .description('Guard PostgreSQL against unapproved DROP, destructive ALTER and TRUNCATE; snapshot and restore tables.')
-    .version('0.1.0')
+    .version(BACKSTOP_VERSION)
     .showHelpAfterError()
     .exitOverride();
 }

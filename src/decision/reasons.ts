@@ -2,6 +2,8 @@
  * Denial reasons for requests the agent cannot answer from the statement alone. Each says what
  * happened and what the DBA can do next.
  */
+import { BackstopError, describeError } from '../errors/index.js';
+
 const GUARDED_TAGS = new Set(['DROP TABLE', 'DROP SCHEMA', 'ALTER TABLE', 'TRUNCATE TABLE']);
 
 function example(commandTag: string | null): string {
@@ -27,4 +29,13 @@ export function notFoundReason(commandTag: string | null): string {
 
 export function lockedByRequesterReason(table: string, commandTag: string | null): string {
   return `the requesting transaction holds an exclusive lock on ${table}, so no before-image can be read: ${fileAheadHint(commandTag)} before the transaction that touches ${table}`;
+}
+
+/**
+ * Why a target's before-image failed. A capture error names its table itself (its `subject`,
+ * e.g. `snapshot of public.big failed: …`); anything else is prefixed with that, once.
+ */
+export function captureFailedReason(table: string, error: unknown): string {
+  if (error instanceof BackstopError && error.subject !== undefined) return error.message;
+  return `snapshot of ${table} failed: ${describeError(error)}`;
 }

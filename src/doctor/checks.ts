@@ -6,7 +6,8 @@
  */
 import type pg from 'pg';
 import { describeError } from '../errors/index.js';
-import { appliedMigrations, listMigrations } from '../install/install.js';
+import { BACKSTOP_VERSION } from '../version.js';
+import { schemaVersion } from '../install/install.js';
 import type { Storage } from '../storage/storage.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
@@ -29,17 +30,24 @@ async function checkServer(client: pg.ClientBase): Promise<CheckResult> {
   return { check: 'server', status: 'ok', detail: `PostgreSQL ${row.version}, connected as ${row.role}${row.superuser ? ' (superuser)' : ''}` };
 }
 
-async function checkInstalled(client: pg.ClientBase): Promise<CheckResult> {
-  const available = await listMigrations();
-  const applied = await appliedMigrations(client);
-  if (applied.size === 0) {
-    return { check: 'install', status: 'fail', detail: 'Backstop is not installed in this database', hint: 'run backstop install --db … as a superuser' };
+async function checkInstalled(client: pg.ClientBase): Promise<CheckResult & { installed: boolean }> {
+  const version = await schemaVersion(client);
+  if (version.applied.length === 0) {
+    return { check: 'install', status: 'fail', installed: false, detail: 'Backstop is not installed in this database', hint: 'run backstop install --db … as a superuser' };
   }
-  const pending = available.filter((name) => !applied.has(name));
-  if (pending.length > 0) {
-    return { check: 'install', status: 'fail', detail: `${pending.length} migration(s) not applied: ${pending.join(', ')}`, hint: 'run backstop install --db … to upgrade' };
+  if (version.unknown.length > 0) {
+    return {
+      check: 'install',
+      status: 'fail',
+      installed: true,
+      detail: `the schema has ${version.unknown.length} migration(s) this Backstop (${BACKSTOP_VERSION}) does not know: ${version.unknown.join(', ')}`,
+      hint: 'a newer Backstop installed it: upgrade this CLI and every agent to that version (an older agent refuses to start against it)',
+    };
   }
-  return { check: 'install', status: 'ok', detail: `installed, ${applied.size} migration(s) applied` };
+  if (version.pending.length > 0) {
+    return { check: 'install', status: 'fail', installed: true, detail: `${version.pending.length} migration(s) not applied: ${version.pending.join(', ')}`, hint: 'run backstop install --db … to upgrade' };
+  }
+  return { check: 'install', status: 'ok', installed: true, detail: `installed, ${version.applied.length} migration(s) applied` };
 }
 
 async function checkEventTriggers(client: pg.ClientBase): Promise<CheckResult> {
@@ -218,9 +226,9 @@ export async function runDoctor(client: pg.ClientBase, storage?: Storage): Promi
 
 async function runChecks(client: pg.ClientBase, storage?: Storage): Promise<CheckResult[]> {
   const results: CheckResult[] = [await checkServer(client)];
-  const installed = await checkInstalled(client);
-  results.push(installed);
-  if (installed.status !== 'fail' || installed.detail.includes('not applied')) {
+  const { installed, ...install } = await checkInstalled(client);
+  results.push(install);
+  if (installed) {
     results.push(await checkEventTriggers(client), await checkTruncateGuards(client), await checkLoopback(client));
     results.push(...(await checkAgents(client)), await checkReadiness(client), await checkAlerts(client));
   }

@@ -7,12 +7,18 @@ export interface BackstopErrorOptions {
   hint?: string;
   cause?: unknown;
   exitCode?: number;
+  /**
+   * What the message is about, already named at its start (`snapshot of public.big`): a caller
+   * composing its own sentence uses the message as it is instead of naming the object again.
+   */
+  subject?: string;
 }
 
 export class BackstopError extends Error {
   readonly code: string;
   readonly hint: string | undefined;
   readonly exitCode: number;
+  readonly subject: string | undefined;
 
   constructor(code: string, message: string, options: BackstopErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -20,6 +26,7 @@ export class BackstopError extends Error {
     this.code = code;
     this.hint = options.hint;
     this.exitCode = options.exitCode ?? 1;
+    this.subject = options.subject;
   }
 }
 
@@ -34,6 +41,13 @@ export class ConfigError extends BackstopError {
 export class DatabaseError extends BackstopError {
   constructor(message: string, options: BackstopErrorOptions = {}) {
     super('database', message, options);
+  }
+}
+
+/** The Backstop schema in the database and this build do not match (older or newer migrations). */
+export class SchemaVersionError extends BackstopError {
+  constructor(message: string, options: BackstopErrorOptions = {}) {
+    super('schema_version', message, options);
   }
 }
 
@@ -56,6 +70,19 @@ export class SnapshotError extends BackstopError {
   constructor(message: string, options: BackstopErrorOptions = {}) {
     super('snapshot', message, options);
   }
+}
+
+/** The local disk (TMPDIR, scratch space for capture and restore) is full or over quota. */
+export class LocalDiskFullError extends BackstopError {
+  constructor(message: string, options: BackstopErrorOptions = {}) {
+    super('local_disk_full', message, options);
+  }
+}
+
+/** Whether `error` is the operating system saying a local disk is full (ENOSPC) or over quota (EDQUOT). */
+export function isDiskFull(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 /** A checksum, row count or content hash did not match. */

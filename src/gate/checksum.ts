@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { VerificationError } from '../errors/index.js';
-import type { Manifest } from '../snapshot/manifest.js';
+import { checksumHex, type Manifest } from '../snapshot/manifest.js';
 import type { Storage } from '../storage/storage.js';
 
 export async function verifyStoredChecksum(storage: Storage, manifest: Pick<Manifest, 'parquet_path' | 'checksum' | 'size_bytes' | 'snapshot_id'>): Promise<void> {
@@ -16,8 +16,9 @@ export async function verifyStoredChecksum(storage: Storage, manifest: Pick<Mani
     size += (chunk as Buffer).length;
   }
   const actual = hash.digest('hex');
-  if (actual !== manifest.checksum || size !== manifest.size_bytes) {
-    throw new VerificationError(`data file ${manifest.parquet_path} has sha256 ${actual} (${size} bytes), the manifest says ${manifest.checksum} (${manifest.size_bytes} bytes)`, {
+  const expected = checksumHex(manifest);
+  if (actual !== expected || size !== manifest.size_bytes) {
+    throw new VerificationError(`data file ${manifest.parquet_path} has sha256 ${actual} (${size} bytes), the manifest says ${expected} (${manifest.size_bytes} bytes)`, {
       hint: `the stored snapshot ${manifest.snapshot_id} is damaged; take a new one`,
     });
   }

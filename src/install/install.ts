@@ -8,7 +8,8 @@ import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type pg from 'pg';
 import { runner } from 'node-pg-migrate';
-import { DatabaseError, describeError } from '../errors/index.js';
+import { DatabaseError, SchemaVersionError, describeError } from '../errors/index.js';
+import { BACKSTOP_VERSION } from '../version.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import { assertCanInstall } from './privileges.js';
 import { migrationsDir, sqlDir } from './paths.js';
@@ -35,13 +36,34 @@ export async function listMigrations(): Promise<string[]> {
 }
 
 /** Names of the migrations already applied here (empty when Backstop is not installed). */
-export async function appliedMigrations(client: pg.ClientBase): Promise<Set<string>> {
+export async function appliedMigrations(client: Pick<pg.ClientBase, 'query'>): Promise<Set<string>> {
   const { rows } = await client.query<{ exists: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS exists`, [
     `${MIGRATIONS_SCHEMA}.${MIGRATIONS_TABLE}`,
   ]);
   if (!rows[0]?.exists) return new Set();
   const applied = await client.query<{ name: string }>(`SELECT name FROM backstop.migrations`);
   return new Set(applied.rows.map((row) => row.name));
+}
+
+/**
+ * How the schema installed in a database compares with this build's migrations: `pending` ones
+ * are not applied yet (an older schema: run install), `unknown` ones were applied by a newer
+ * Backstop than this one (upgrade this build before running it against that database).
+ */
+export interface SchemaVersion {
+  applied: string[];
+  pending: string[];
+  unknown: string[];
+}
+
+export async function schemaVersion(client: Pick<pg.ClientBase, 'query'>): Promise<SchemaVersion> {
+  const known = await listMigrations();
+  const applied = [...(await appliedMigrations(client))].sort();
+  return {
+    applied,
+    pending: known.filter((name) => !applied.includes(name)),
+    unknown: applied.filter((name) => !known.includes(name)),
+  };
 }
 
 /** The SQL file a migration runs: migrations/0001_core.js runs sql/0001_core.sql. */
@@ -59,7 +81,13 @@ async function dblinkInstalled(client: pg.Client): Promise<boolean> {
 export async function install(client: pg.Client, options: InstallOptions = {}): Promise<InstallResult> {
   const logger = options.logger ?? silentLogger;
   await assertCanInstall(client);
-  const before = await appliedMigrations(client);
+  const version = await schemaVersion(client);
+  if (version.unknown.length > 0) {
+    throw new SchemaVersionError(`the Backstop schema here has migration(s) this Backstop (${BACKSTOP_VERSION}) does not know: ${version.unknown.join(', ')}`, {
+      hint: 'a newer Backstop installed it: run install (and the agents) from that version; nothing was changed',
+    });
+  }
+  const before = new Set(version.applied);
   try {
     await runner({
       dbClient: client,

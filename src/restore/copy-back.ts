@@ -5,7 +5,9 @@
  * - the table is gone (DROP TABLE): rename the recovered table (and its indexes/sequences) into place;
  * - columns are gone (ALTER TABLE … DROP COLUMN): add them back and fill them by primary key;
  * - rows are gone (TRUNCATE, DELETE): insert the recovered rows that are missing (by primary key
- *   when there is one, else all of them).
+ *   when there is one, else all of them). Rows present in both whose values differ (changed
+ *   since the snapshot) are counted and left as they are; the other form (`overwriteChanged`,
+ *   INSERT … ON CONFLICT (pk) DO UPDATE) sets them back too, and checks that none differs after.
  */
 import type pg from 'pg';
 import { describeTable, type TableDefinition, tableExists } from '../db/catalog.js';
@@ -13,7 +15,7 @@ import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../
 import type { Manifest } from '../snapshot/manifest.js';
 import { renameForTable } from './names.js';
 
-export type CopyBackMode = 'rename' | 'add-columns' | 'insert-rows';
+export type CopyBackMode = 'rename' | 'add-columns' | 'insert-rows' | 'upsert-rows';
 
 export interface CopyBack {
   mode: CopyBackMode;
@@ -22,6 +24,18 @@ export interface CopyBack {
   expectedRows: number;
   /** Rows the original should hold after COMMIT. */
   expectedTotal: number;
+  /**
+   * Rows in both tables (by primary key) whose values differ: changed since the snapshot. Null
+   * when it cannot be told (no primary key, or the table is gone or lost columns).
+   */
+  changedRows: number | null;
+  /** The other form, when there is a choice: sets changed rows back too (`upsert-rows`). */
+  alternative?: CopyBack;
+}
+
+export interface CopyBackOptions {
+  /** Also set rows changed since the snapshot back to their snapshot values (INSERT … ON CONFLICT DO UPDATE). */
+  overwriteChanged?: boolean;
 }
 
 function literal(text: string): string {
@@ -68,7 +82,7 @@ function sequenceCatchUp(original: QualifiedName, def: TableDefinition): string[
 }
 
 /** Build the copy-back script for rows recovered into `recovered` from `manifest`. */
-export async function copyBackSql(client: pg.ClientBase, original: QualifiedName, recovered: QualifiedName, manifest: Manifest): Promise<CopyBack> {
+export async function copyBackSql(client: pg.ClientBase, original: QualifiedName, recovered: QualifiedName, manifest: Manifest, options: CopyBackOptions = {}): Promise<CopyBack> {
   const recoveredDef = await describeTable(client, recovered);
   const header = [
     `-- ${displayName(recovered)} holds the ${manifest.row_count} rows of snapshot ${manifest.snapshot_id} of ${displayName(original)}`,
@@ -97,7 +111,7 @@ export async function copyBackSql(client: pg.ClientBase, original: QualifiedName
       checkBlock(original, manifest.row_count),
       'COMMIT;',
     ].join('\n');
-    return { mode: 'rename', sql: `${sql}\n`, expectedRows: 0, expectedTotal: manifest.row_count };
+    return { mode: 'rename', sql: `${sql}\n`, expectedRows: 0, expectedTotal: manifest.row_count, changedRows: null };
   }
 
   const originalDef = await describeTable(client, original);
@@ -117,7 +131,7 @@ export async function copyBackSql(client: pg.ClientBase, original: QualifiedName
         `-- ${displayName(original)} lacks the column(s) ${missing.map((c) => `"${c.name}"`).join(', ')} and has no primary key to match rows by:`,
         `-- add them back by hand (ALTER TABLE … ADD COLUMN) and fill them from ${displayName(recovered)}.`,
       ].join('\n');
-      return { mode: 'add-columns', sql: `${sql}\n`, expectedRows: 0, expectedTotal: current };
+      return { mode: 'add-columns', sql: `${sql}\n`, expectedRows: 0, expectedTotal: current, changedRows: null };
     }
     const matched = await count(client, `SELECT count(*) AS n FROM ${quoteQualified(original)} AS o JOIN ${quoteQualified(recovered)} AS r ON ${matchOn('o', 'r')}`);
     const sql = [
@@ -133,29 +147,75 @@ export async function copyBackSql(client: pg.ClientBase, original: QualifiedName
       'COMMIT;',
       `-- afterwards, add back NOT NULL, defaults and constraints of these columns if they had any.`,
     ].join('\n');
-    return { mode: 'add-columns', sql: `${sql}\n`, expectedRows: matched, expectedTotal: current };
+    return { mode: 'add-columns', sql: `${sql}\n`, expectedRows: matched, expectedTotal: current, changedRows: null };
   }
 
   const columns = recoveredDef.columns.filter((c) => c.generated === '' && originalColumns.has(c.name) && originalColumns.get(c.name)!.generated === '');
   const list = columns.map((c) => quoteIdent(c.name)).join(', ');
-  const selectList = columns
-    .map((c) => (originalColumns.get(c.name)!.type !== c.type ? `r.${quoteIdent(c.name)}::${originalColumns.get(c.name)!.type}` : `r.${quoteIdent(c.name)}`))
-    .join(', ');
+  // A recovered value as the original's column type (cast when the type changed since).
+  const recoveredValue = (alias: string, c: (typeof columns)[number]) =>
+    originalColumns.get(c.name)!.type !== c.type ? `${alias}.${quoteIdent(c.name)}::${originalColumns.get(c.name)!.type}` : `${alias}.${quoteIdent(c.name)}`;
+  const selectList = columns.map((c) => recoveredValue('r', c)).join(', ');
   const overriding = columns.some((c) => originalColumns.get(c.name)!.identity === 'a') ? ' OVERRIDING SYSTEM VALUE' : '';
   const where = pkUsable ? ` WHERE NOT EXISTS (SELECT 1 FROM ${quoteQualified(original)} AS o WHERE ${matchOn('o', 'r')})` : '';
   const inserting = await count(client, `SELECT count(*) AS n FROM ${quoteQualified(recovered)} AS r${where}`);
-  const sql = [
+  const insertMissing = (changedNote: string[]) =>
+    [
+      ...header,
+      `-- ${displayName(original)} holds ${current} rows now; ${inserting} recovered rows are missing from it${pkUsable ? ' (matched by primary key)' : ''}.`,
+      ...changedNote,
+      ...(!pkUsable && current > 0 ? [`-- warning: no primary key to match rows by: every recovered row is inserted, duplicates are possible.`] : []),
+      ...notes,
+      'BEGIN;',
+      `INSERT INTO ${quoteQualified(original)} (${list})${overriding}`,
+      `  SELECT ${selectList} FROM ${quoteQualified(recovered)} AS r${where};`,
+      `-- expect: INSERT 0 ${inserting}`,
+      ...sequenceCatchUp(original, originalDef),
+      checkBlock(original, current + inserting),
+      'COMMIT;',
+    ].join('\n');
+  const missingOnly: CopyBack = { mode: 'insert-rows', sql: '', expectedRows: inserting, expectedTotal: current + inserting, changedRows: null };
+  if (!pkUsable) return { ...missingOnly, sql: `${insertMissing([])}\n` };
+
+  // Rows present in both, by primary key, whose values differ: changed since the snapshot. The
+  // rows' text forms are compared, so every type compares (json, point, … have no equality).
+  // A GENERATED ALWAYS identity column outside the key cannot be set by an UPDATE: left out.
+  const comparable = columns.filter((c) => !pk.includes(c.name) && originalColumns.get(c.name)!.identity !== 'a');
+  const differs = (left: string, right: string, rightValue: (c: (typeof columns)[number]) => string) =>
+    comparable.length === 0
+      ? 'false'
+      : `ROW(${comparable.map((c) => `${left}.${quoteIdent(c.name)}`).join(', ')})::text IS DISTINCT FROM ROW(${comparable.map(rightValue).join(', ')})::text`;
+  const changedWhere = `${matchOn('o', 'r')} AND ${differs('o', 'r', (c) => recoveredValue('r', c))}`;
+  const changed = await count(client, `SELECT count(*) AS n FROM ${quoteQualified(original)} AS o JOIN ${quoteQualified(recovered)} AS r ON ${changedWhere}`);
+  const changedNote = [
+    `-- ${changed} row(s) of ${displayName(original)} differ from the snapshot (changed since it was taken; matched by primary key)${changed > 0 ? ': this copy-back leaves them as they are now' : ''}.`,
+  ];
+  const upsert = [
     ...header,
-    `-- ${displayName(original)} holds ${current} rows now; ${inserting} recovered rows are missing from it${pkUsable ? ' (matched by primary key)' : ''}.`,
-    ...(!pkUsable && current > 0 ? [`-- warning: no primary key to match rows by: every recovered row is inserted, duplicates are possible.`] : []),
+    `-- ${displayName(original)} holds ${current} rows now; ${inserting} recovered rows are missing from it and ${changed} differ from the snapshot (matched by primary key).`,
+    `-- This copy-back inserts the missing rows and sets the changed ones back to their values in the snapshot.`,
     ...notes,
     'BEGIN;',
-    `INSERT INTO ${quoteQualified(original)} (${list})${overriding}`,
-    `  SELECT ${selectList} FROM ${quoteQualified(recovered)} AS r${where};`,
-    `-- expect: INSERT 0 ${inserting}`,
+    `INSERT INTO ${quoteQualified(original)} AS o (${list})${overriding}`,
+    `  SELECT ${selectList} FROM ${quoteQualified(recovered)} AS r`,
+    comparable.length === 0
+      ? `  ON CONFLICT (${pk.map(quoteIdent).join(', ')}) DO NOTHING;`
+      : [
+          `  ON CONFLICT (${pk.map(quoteIdent).join(', ')}) DO UPDATE SET ${comparable.map((c) => `${quoteIdent(c.name)} = EXCLUDED.${quoteIdent(c.name)}`).join(', ')}`,
+          `  WHERE ${differs('o', 'EXCLUDED', (c) => `EXCLUDED.${quoteIdent(c.name)}`)};`,
+        ].join('\n'),
+    `-- expect: INSERT 0 ${inserting + changed}`,
     ...sequenceCatchUp(original, originalDef),
     checkBlock(original, current + inserting),
+    `DO $check$ BEGIN`,
+    `  IF EXISTS (SELECT 1 FROM ${quoteQualified(original)} AS o JOIN ${quoteQualified(recovered)} AS r ON ${changedWhere}) THEN`,
+    `    RAISE EXCEPTION 'copy-back check failed: rows of %.% still differ from the snapshot', ${literal(original.schema)}, ${literal(original.table)};`,
+    `  END IF;`,
+    `END $check$;`,
     'COMMIT;',
   ].join('\n');
-  return { mode: 'insert-rows', sql: `${sql}\n`, expectedRows: inserting, expectedTotal: current + inserting };
+  const overwrite: CopyBack = { mode: 'upsert-rows', sql: `${upsert}\n`, expectedRows: inserting + changed, expectedTotal: current + inserting, changedRows: changed };
+  const keep: CopyBack = { ...missingOnly, sql: `${insertMissing(changedNote)}\n`, changedRows: changed };
+  if (options.overwriteChanged) return overwrite;
+  return changed > 0 ? { ...keep, alternative: overwrite } : keep;
 }

@@ -34,6 +34,12 @@ export interface RecoverOptions {
   progressStream?: NodeJS.WriteStream;
   /** How many verified points to look for (default 10). */
   limit?: number;
+  /**
+   * Copy-back also sets rows changed since the snapshot back to their snapshot values (INSERT …
+   * ON CONFLICT (pk) DO UPDATE). Default: only missing rows are inserted; the other form is
+   * printed commented out.
+   */
+  overwriteChanged?: boolean;
 }
 
 export interface RecoverResult {
@@ -112,11 +118,24 @@ export async function recover(options: RecoverOptions): Promise<RecoverResult> {
       hint: `inspect ${displayName(recovered)} before using it; do not copy it back`,
     });
   }
-  const copyBack = await copyBackSql(options.client, table, recovered, manifest);
+  const copyBack = await copyBackSql(options.client, table, recovered, manifest, { overwriteChanged: Boolean(options.overwriteChanged) });
   for (const skipped of restored.tables[0]!.skippedForeignKeys) {
     options.out.write(`note: foreign key "${skipped.name}" was not restored on ${displayName(recovered)}: ${skipped.reason}\n`);
   }
   options.out.write(`Recovered ${displayName(table)} into ${displayName(recovered)}: ${manifest.row_count} rows, validated. Review, then run the SQL below to copy it back.\n`);
-  (options.sqlOut ?? options.out).write(copyBack.sql);
+  if (copyBack.changedRows !== null && copyBack.changedRows > 0) {
+    options.out.write(
+      copyBack.mode === 'upsert-rows'
+        ? `note: ${copyBack.changedRows} row(s) of ${displayName(table)} changed since the snapshot (matched by primary key); the SQL below sets them back to their snapshot values.\n`
+        : `note: ${copyBack.changedRows} row(s) of ${displayName(table)} changed since the snapshot (matched by primary key); the SQL below leaves them as they are. The form that sets them back too follows it, commented out (or rerun with --overwrite-changed).\n`,
+    );
+  }
+  const sqlOut = options.sqlOut ?? options.out;
+  sqlOut.write(copyBack.sql);
+  // The other form commented out: piping the output into psql still runs one transaction only.
+  if (copyBack.alternative) {
+    sqlOut.write(`\n-- To set the ${copyBack.alternative.changedRows} changed row(s) back to their snapshot values too, run this INSTEAD of the transaction above:\n`);
+    sqlOut.write(copyBack.alternative.sql.trimEnd().split('\n').map((line) => `-- ${line}`).join('\n') + '\n');
+  }
   return { snapshotId: manifest.snapshot_id, table, recovered, rows: manifest.row_count, copyBack };
 }

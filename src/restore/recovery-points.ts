@@ -5,7 +5,7 @@
  */
 import { displayName, type QualifiedName } from '../db/identifiers.js';
 import { listManifests } from '../snapshot/list.js';
-import type { Manifest } from '../snapshot/manifest.js';
+import { sourceForPeople, type Manifest } from '../snapshot/manifest.js';
 import { checkSnapshot } from '../snapshot/verify.js';
 import type { Storage } from '../storage/storage.js';
 
@@ -57,7 +57,7 @@ export function formatAge(seconds: number): string {
 }
 
 function describeSource(manifest: Manifest): string {
-  const parts: string[] = [manifest.source];
+  const parts: string[] = [sourceForPeople(manifest.source)];
   if (manifest.request_id !== null) parts.push(`request ${manifest.request_id}`);
   if (manifest.label) parts.push(`label "${manifest.label}"`);
   if (manifest.group) parts.push(`group "${manifest.group.name}"`);

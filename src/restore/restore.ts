@@ -321,7 +321,7 @@ export interface RestoreSnapshotOptions extends RunOptions {
   client: pg.ClientBase;
   storage: Storage;
   snapshotId: string;
-  /** The snapshot's table (--table); checked against the snapshot unless `into` is given. */
+  /** The snapshot's table (--table); checked against the snapshot, also when `into` is given. */
   table?: string | QualifiedName;
   /** Restore under this name (--into); an unqualified name lands in the snapshot's schema. */
   into?: string | QualifiedName;
@@ -332,9 +332,15 @@ export async function restoreSnapshot(options: RestoreSnapshotOptions): Promise<
   const manifest = await findManifest(options.storage, options.snapshotId);
   const source = { schema: manifest.schema, table: manifest.table };
   const named = options.table === undefined ? undefined : resolveTableName(options.table, manifest.schema);
-  if (named && options.into === undefined && (named.schema !== source.schema || named.table !== source.table)) {
+  // --table names the snapshot's table, as a check, with or without --into: a mismatch means the
+  // operator picked the wrong snapshot id (or table), and restoring it anyway would put another
+  // table's rows where they expect these.
+  if (named && (named.schema !== source.schema || named.table !== source.table)) {
     throw new ConfigError(`snapshot ${manifest.snapshot_id} is of ${quoteQualified(source)}, not ${quoteQualified(named)}`, {
-      hint: `to restore it under another name pass --into ${quoteQualified(named)}; to restore it as itself pass --table ${quoteQualified(source)}`,
+      hint:
+        options.into === undefined
+          ? `to restore it under another name pass --into ${quoteQualified(named)}; to restore it as itself pass --table ${quoteQualified(source)}`
+          : `check the snapshot id (backstop snapshots list --table ${quoteQualified(named)}), or pass --table ${quoteQualified(source)} to restore this one into ${quoteQualified(resolveTableName(options.into, manifest.schema))}`,
     });
   }
   const target = options.into !== undefined ? resolveTableName(options.into, manifest.schema) : named ?? source;

@@ -9,10 +9,11 @@
  */
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { BackstopError, NotFoundError, SnapshotError, VerificationError, describeError } from '../errors/index.js';
-import type { Manifest } from '../snapshot/manifest.js';
+import { BackstopError, LocalDiskFullError, NotFoundError, SnapshotError, VerificationError, describeError, isDiskFull } from '../errors/index.js';
+import { checksumHex, type Manifest } from '../snapshot/manifest.js';
 import { digestOf, digestingStream, type Digest } from '../storage/digest.js';
 import type { Storage } from '../storage/storage.js';
 import { createScratchDir } from '../scratch/scratch-dir.js';
@@ -31,8 +32,22 @@ export interface VerifiedDataFile {
 /** Big reads: the default 64 KB chunks made the copy of a 52 MB file take 170 ms instead of 120 ms. */
 const READ_CHUNK_BYTES = 1024 * 1024;
 
+/** A full TMPDIR is the local disk's problem, not the storage's: say so, with the room needed. */
+function diskFull(error: unknown, manifest: Manifest, where: string): LocalDiskFullError {
+  return new LocalDiskFullError(`no space left on the local disk for snapshot ${manifest.snapshot_id} (${describeError(error)}) in ${where}`, {
+    cause: error,
+    hint: `free space there, or point TMPDIR at a folder with room for the ${manifest.size_bytes}-byte data file; nothing was restored`,
+  });
+}
+
 export async function fetchVerifiedDataFile(storage: Storage, manifest: Manifest): Promise<VerifiedDataFile> {
-  const dir = await createScratchDir('restore');
+  let dir: string;
+  try {
+    dir = await createScratchDir('restore');
+  } catch (error) {
+    if (isDiskFull(error)) throw diskFull(error, manifest, os.tmpdir());
+    throw error;
+  }
   const remove = () => rm(dir, { recursive: true, force: true });
   const inPlace = storage.localFile?.(manifest.parquet_path);
   const file = inPlace ?? path.join(dir, `${manifest.snapshot_id}.parquet`);
@@ -53,15 +68,16 @@ export async function fetchVerifiedDataFile(storage: Storage, manifest: Manifest
       }
     } catch (error) {
       if (error instanceof BackstopError) throw error;
+      if (isDiskFull(error)) throw diskFull(error, manifest, dir);
       throw new SnapshotError(`cannot read the data file of snapshot ${manifest.snapshot_id} (${manifest.parquet_path}): ${describeError(error)}`, {
         cause: error,
         hint: 'check that the storage is reachable; nothing was restored',
       });
     }
     const { sha256, size } = digest;
-    if (size !== manifest.size_bytes || sha256 !== manifest.checksum) {
+    if (size !== manifest.size_bytes || sha256 !== checksumHex(manifest)) {
       throw new VerificationError(
-        `snapshot ${manifest.snapshot_id} is damaged: its data file has ${size} bytes with sha256 ${sha256}, the manifest says ${manifest.size_bytes} bytes with sha256 ${manifest.checksum}`,
+        `snapshot ${manifest.snapshot_id} is damaged: its data file has ${size} bytes with sha256 ${sha256}, the manifest says ${manifest.size_bytes} bytes with sha256 ${checksumHex(manifest)}`,
         { hint: 'the file was modified or truncated after capture; nothing was restored — pick another snapshot (backstop snapshots list)' },
       );
     }

@@ -28,7 +28,7 @@ import type { Storage } from '../storage/storage.js';
 import { contentHashOf, copyOutSql, rowSource, type ContentHash, type RowSource } from './content-hash.js';
 import { inSnapshotTransaction, type DatabaseSource } from './database-session.js';
 import { snapshotKeys, type SnapshotKeys } from './layout.js';
-import { MANIFEST_FORMAT_VERSION, serializeManifest, type Manifest, type ManifestAsOf, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
+import { MANIFEST_FORMAT_VERSION, formatChecksum, serializeManifest, type Manifest, type ManifestAsOf, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
 import { censusBounds, takeCensus, type RowCensus } from '../capture/census.js';
 import { followGrowingFile } from './growing-file.js';
 import { ParquetEncodeRejected, encodeCopyToParquet, type ParquetEncodeResult } from './parquet-encoder.js';
@@ -91,7 +91,7 @@ interface CapturedData {
   definition: TableDefinition;
   columns: ManifestColumn[];
   contentHash: ContentHash;
-  dbSizeBytes: number;
+  tableSizeBytes: number;
   warnings: string[];
   /** The data file as stored: size and SHA-256 of what was uploaded. */
   stored: StoredDataFile;
@@ -114,6 +114,7 @@ interface SnapshotContext {
   createdAt: Date;
   serverVersion: string;
   serverVersionNum: number;
+  databaseSizeBytes: number;
   /** pg_current_snapshot() of the capture transaction. */
   snapshot: string;
 }
@@ -122,30 +123,39 @@ const ROW_GROUP_TARGET_BYTES = 64 * 1024 * 1024;
 const MAX_ROW_GROUP_ROWS = 122_880;
 const MIN_ROW_GROUP_ROWS = 2_048;
 
-function wrapFailure(error: unknown, table: QualifiedName, signal: AbortSignal | undefined): BackstopError {
+/**
+ * Any failure of a capture as a BackstopError whose message starts `snapshot of <table>` (its
+ * `subject`), so that the agent's denial reason names the table once.
+ */
+export function wrapFailure(error: unknown, table: QualifiedName, signal: AbortSignal | undefined): BackstopError {
   const name = displayName(table);
-  if (signal?.aborted) return new SnapshotError(`snapshot of ${name} was aborted`, { cause: error, hint: 'nothing was published; run the capture again' });
+  const subject = `snapshot of ${name}`;
+  if (signal?.aborted) return new SnapshotError(`${subject} was aborted`, { cause: error, subject, hint: 'nothing was published; run the capture again' });
   if (error instanceof BackstopError) return error;
   const code = (error as { code?: unknown } | null)?.code;
   if (code === '42501') {
-    return new PrivilegeError(`snapshot of ${name} failed: ${describeError(error)}`, {
+    return new PrivilegeError(`${subject} failed: ${describeError(error)}`, {
       cause: error,
+      subject,
       hint: 'grant the capturing role SELECT on the table (the backstop_agent role has pg_read_all_data)',
     });
   }
   if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) {
-    return new DatabaseError(`snapshot of ${name} failed: ${describeError(error)}`, { cause: error, hint: 'see the database error above; nothing was published' });
+    return new DatabaseError(`${subject} failed: ${describeError(error)}`, { cause: error, subject, hint: 'see the database error above; nothing was published' });
   }
-  return new SnapshotError(`snapshot of ${name} failed: ${describeError(error)}`, { cause: error, hint: 'nothing was published; check the log and run the capture again' });
+  return new SnapshotError(`${subject} failed: ${describeError(error)}`, { cause: error, subject, hint: 'nothing was published; check the log and run the capture again' });
 }
 
 async function snapshotContext(client: pg.ClientBase): Promise<SnapshotContext> {
-  const { rows } = await client.query<{ now: Date; version: string; version_num: string; snapshot: string }>(
+  const { rows } = await client.query<{ now: Date; version: string; version_num: string; database_size: string; snapshot: string }>(
     `SELECT pg_catalog.now() AS now, pg_catalog.current_setting('server_version') AS version, pg_catalog.current_setting('server_version_num') AS version_num,
-            pg_catalog.pg_current_snapshot()::text AS snapshot`,
+            pg_catalog.pg_database_size(pg_catalog.current_database())::text AS database_size, pg_catalog.pg_current_snapshot()::text AS snapshot`,
   );
   const row = rows[0]!;
-  return { createdAt: row.now, serverVersion: row.version, serverVersionNum: Number(row.version_num), snapshot: row.snapshot };
+  return {
+    createdAt: row.now, serverVersion: row.version, serverVersionNum: Number(row.version_num),
+    databaseSizeBytes: Number(row.database_size), snapshot: row.snapshot,
+  };
 }
 
 async function tableDefinitions(client: pg.ClientBase, target: CaptureTarget, warnings: string[]): Promise<{ definition: TableDefinition; rows: TableDefinition }> {
@@ -437,7 +447,7 @@ async function captureData(
     definition,
     columns: manifestColumns,
     contentHash: contentHashOf(hash),
-    dbSizeBytes: facts.sizeBytes,
+    tableSizeBytes: facts.sizeBytes,
     warnings,
     stored,
     startedAt,
@@ -611,7 +621,7 @@ function buildManifest(
     parquet_path: keys.data,
     location: `${options.storage.url.replace(/\/+$/, '')}/${keys.data}`,
     size_bytes: data.stored.size,
-    checksum: data.stored.sha256,
+    checksum: formatChecksum(data.stored.sha256),
     checksum_algorithm: 'sha256',
     content_hash: data.contentHash,
     session_settings: { ...CANONICAL_SETTINGS },
@@ -621,7 +631,8 @@ function buildManifest(
     label: options.label ?? null,
     group,
     read_from: data.target.readFrom ? { schema: data.target.readFrom.schema, table: data.target.readFrom.table } : null,
-    db_size_bytes: data.dbSizeBytes,
+    db_size_bytes: context.databaseSizeBytes,
+    table_size_bytes: data.tableSizeBytes,
     duration_ms: Date.now() - data.startedAt,
     server_version: context.serverVersion,
     server_version_num: context.serverVersionNum,

@@ -10,9 +10,25 @@ import type { ContentHash } from './content-hash.js';
 import type { StoredAs } from './type-mapping.js';
 import type { RowCensus } from '../capture/census.js';
 
-export const MANIFEST_FORMAT_VERSION = 1;
+/**
+ * 2: `checksum` is `sha256:<hex>` and `db_size_bytes` the database's size, the table's being
+ * `table_size_bytes` (as in the design's example manifest). 1: `checksum` was the bare hex and
+ * `db_size_bytes` the table's size; such manifests are still read (see parseManifest) and verify.
+ */
+export const MANIFEST_FORMAT_VERSION = 2;
 
+/**
+ * Why a snapshot was taken. `sidecar`: a background snapshot the agent (which runs beside the
+ * database, like a sidecar) took on its own because the table was new or changed;
+ * `before-image`: taken for a request before the guarded statement ran (`request_id`);
+ * `on-demand`: asked for (`backstop snapshot`, `SELECT backstop.snapshot(…)`).
+ */
 export type SnapshotSource = 'sidecar' | 'before-image' | 'on-demand';
+
+/** The source as people read it in listings: `sidecar` says what it is. */
+export function sourceForPeople(source: string): string {
+  return source === 'sidecar' ? "sidecar (the agent's background snapshot)" : source;
+}
 
 export interface ManifestColumn {
   name: string;
@@ -83,7 +99,7 @@ export interface Manifest {
   /** Data file URL (storage URL + key), for people and other tools. */
   location: string;
   size_bytes: number;
-  /** SHA-256 (hex) of the data file. */
+  /** SHA-256 of the data file, `sha256:<hex>` (a bare `<hex>` in format 1): read it with checksumHex(). */
   checksum: string;
   checksum_algorithm: 'sha256';
   content_hash: ContentHash;
@@ -96,8 +112,13 @@ export interface Manifest {
   group: ManifestGroup | null;
   /** Set when rows were read from another relation (a TRUNCATE before-image copy). */
   read_from: { schema: string; table: string } | null;
-  /** pg_total_relation_size of the table at capture time. */
-  db_size_bytes: number;
+  /**
+   * pg_database_size of the whole database at capture time; null for format-1 manifests, which
+   * held the table's size here (now in table_size_bytes).
+   */
+  db_size_bytes: number | null;
+  /** pg_total_relation_size of the table (its partitions included) at capture time. */
+  table_size_bytes: number;
   duration_ms: number;
   server_version: string;
   server_version_num: number;
@@ -141,7 +162,27 @@ export function parseManifest(text: string, where: string): Manifest {
       hint: 'upgrade Backstop to read this snapshot',
     });
   }
+  if (typeof record.checksum !== 'string' || !CHECKSUM.test(record.checksum)) {
+    throw new SnapshotError(`manifest ${where} has no SHA-256 checksum (found ${JSON.stringify(record.checksum)})`, { hint: 'the manifest is damaged; use another snapshot' });
+  }
+  if (record.format_version < 2) {
+    // Format 1 kept the table's size under db_size_bytes; the database's size was not recorded.
+    return { ...(value as Manifest), table_size_bytes: Number(record.db_size_bytes ?? 0), db_size_bytes: null };
+  }
   return value as Manifest;
+}
+
+/** `sha256:<hex>`, or the bare hex of format-1 manifests. */
+const CHECKSUM = /^(sha256:)?[0-9a-f]{64}$/;
+
+/** The manifest's checksum as `sha256:<hex>`, from the hex digest of the data file. */
+export function formatChecksum(sha256Hex: string): string {
+  return `sha256:${sha256Hex}`;
+}
+
+/** The hex SHA-256 the manifest's checksum holds, whichever format wrote it. */
+export function checksumHex(manifest: Pick<Manifest, 'checksum'>): string {
+  return manifest.checksum.startsWith('sha256:') ? manifest.checksum.slice('sha256:'.length) : manifest.checksum;
 }
 
 async function readAll(stream: NodeJS.ReadableStream): Promise<string> {

@@ -99,7 +99,7 @@ export async function pruneWithReport(storage: Storage, options: PruneOptions): 
         await storage.delete(manifest.parquet_path);
       }
       report.removed.push(manifest);
-      logger.info('snapshot pruned', { snapshot_id: manifest.snapshot_id, table: `${manifest.schema}.${manifest.table}`, created_at: manifest.created_at });
+      logger.info(options.dryRun ? 'snapshot would be pruned (dry run)' : 'snapshot pruned', { snapshot_id: manifest.snapshot_id, table: `${manifest.schema}.${manifest.table}`, created_at: manifest.created_at });
     }
   }
 
@@ -114,7 +114,7 @@ export async function pruneWithReport(storage: Storage, options: PruneOptions): 
     try {
       if (!options.dryRun) await storage.delete(object.key);
       report.orphans.push(object.key);
-      logger.info('orphaned file removed', { key: object.key, modified: object.modified.toISOString() });
+      logger.info(options.dryRun ? 'orphaned file would be removed (dry run)' : 'orphaned file removed', { key: object.key, modified: object.modified.toISOString() });
     } catch (error) {
       logger.warn('cannot remove orphaned file', { key: object.key, error: describeError(error) });
     }

@@ -6,7 +6,7 @@ import { NotFoundError, VerificationError } from '../errors/index.js';
 import { digestOf } from '../storage/digest.js';
 import type { Storage } from '../storage/storage.js';
 import { findManifest } from './list.js';
-import type { Manifest } from './manifest.js';
+import { checksumHex, type Manifest } from './manifest.js';
 
 export interface VerifyResult {
   ok: boolean;
@@ -20,7 +20,7 @@ export interface VerifyResult {
 /** Check a snapshot without throwing on a mismatch (it still throws when storage fails). */
 export async function checkSnapshot(storage: Storage, snapshot: string | Manifest): Promise<VerifyResult> {
   const manifest = typeof snapshot === 'string' ? await findManifest(storage, snapshot) : snapshot;
-  const expected = { size: manifest.size_bytes, sha256: manifest.checksum };
+  const expected = { size: manifest.size_bytes, sha256: checksumHex(manifest) };
   const result = (actual: VerifyResult['actual'], problem: string | undefined): VerifyResult => ({ ok: problem === undefined, manifest, expected, actual, problem });
   const head = await storage.head(manifest.parquet_path);
   if (!head) return result(undefined, `data file ${manifest.parquet_path} is missing`);

@@ -69,8 +69,9 @@ function parseS3(url: string): S3Location {
 export function parseStorageUrl(url: string | undefined, cwd = process.cwd()): StorageLocation {
   const text = (url ?? '').trim();
   if (text === '') return { kind: 'local', root: path.resolve(cwd, DEFAULT_STORAGE_FOLDER) };
-  if (text.startsWith('s3://')) return parseS3(text);
-  if (text.startsWith('file://')) {
+  // Schemes are case-insensitive (RFC 3986): S3://bucket is s3://bucket.
+  if (/^s3:\/\//i.test(text)) return parseS3(text);
+  if (/^file:\/\//i.test(text)) {
     let root: string;
     try {
       root = fileURLToPath(text);
@@ -85,7 +86,26 @@ export function parseStorageUrl(url: string | undefined, cwd = process.cwd()): S
       hint: `use s3://bucket[/prefix][@http(s)://endpoint], file:///path or a folder path`,
     });
   }
+  refuseMisspeltUrl(text);
   return { kind: 'local', root: path.resolve(cwd, text) };
+}
+
+/**
+ * A URL with a slash or colon missing (`s3:/bkt`, `s3//bkt`, `file:/srv/x`) is a valid relative
+ * path, and taking it as one sends snapshots to a local folder nobody looks at, with exit 0.
+ * Such text is refused; a folder really named like a scheme is written `./s3/…`.
+ */
+function refuseMisspeltUrl(text: string): void {
+  const colon = /^([a-z][a-z0-9+.-]+):\/*(.*)$/i.exec(text);
+  const slashes = /^(s3|file)\/+(.*)$/i.exec(text);
+  const typo = colon ?? slashes;
+  if (!typo) return;
+  const scheme = typo[1]!.toLowerCase();
+  const rest = typo[2]!;
+  const meant = scheme === 'file' ? `file:///${rest.replace(/^\/+/, '')}` : `${scheme}://${rest}`;
+  throw new ConfigError(`storage URL "${text}" is misspelt (a URL needs "${scheme}://")`, {
+    hint: `did you mean ${meant}? A local folder whose name starts like that is written ./${text}`,
+  });
 }
 
 /** The location written back as a URL, for logs and manifests. */

@@ -4,6 +4,7 @@
  * it, answers a DROP of the demo table, and stops its server on SIGTERM. Slow (initdb) but it is
  * the README's first command.
  */
+import { execFile } from 'node:child_process';
 import { chmod, stat } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
@@ -36,6 +37,20 @@ describe.skipIf(serverInfo().major !== 17)('embedded defaults', () => {
     expect(agent.stdout()).toContain('DROP TABLE customers;');
     expect(agent.stdout()).toContain(`psql "${url}"`);
     expect((await stat(path.join(cwd, '.backstop', 'pg', 'PG_VERSION'))).isFile()).toBe(true);
+
+    // The banner's commands run as printed from this folder (a clone has no `backstop` on
+    // PATH), and find the embedded server with no --db: doctor passes.
+    const check = /^Check: +(.+)$/m.exec(agent.stdout())?.[1];
+    expect(check).toMatch(/^node \S+backstop\.js doctor$/);
+    const [program, ...args] = check!.split(' ');
+    const doctor = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(program === 'node' ? process.execPath : program!, args, { cwd, env: withoutDatabaseEnvironment() }, (error, stdout, stderr) =>
+        resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr }),
+      );
+    });
+    expect(doctor.stderr).toBe('');
+    expect(doctor.code).toBe(0);
+    expect(doctor.stdout).toMatch(/^ok +agent +1 live agent/m);
 
     const client = new pg.Client({ connectionString: url });
     await client.connect();

@@ -83,6 +83,9 @@ describe('restore and recover commands', () => {
     const wrong = await backstop(['restore', ...common(), '--table', 'customers']);
     expect(wrong.code).toBe(2);
     expect(wrong.stderr).toMatch(/^error: snapshot \w+ is of "public"."Order Items", not "public"."customers"\nhint: .*--into/);
+    const wrongWithInto = await backstop(['restore', ...common(), '--table', 'customers', '--into', 'zz']);
+    expect(wrongWithInto.code).toBe(2);
+    expect(wrongWithInto.stderr).toMatch(/^error: snapshot \w+ is of "public"."Order Items", not "public"."customers"\nhint: check the snapshot id/);
     const exists = await backstop(['restore', ...common(), '--table', '"Order Items"']);
     expect(exists.code).toBe(1);
     expect(exists.stderr).toMatch(/^error: "public"."Order Items" already exists\nhint: .*--replace/);

@@ -147,4 +147,39 @@ describe('guided recover', () => {
     await client.query(sql.text());
     expect(await tableFingerprint(client, { schema: 'public', table: 'lost_column' })).toEqual(before);
   });
+
+  it('counts rows changed since the snapshot and offers the copy-back that sets them back too', async () => {
+    // point has no equality operator: changed rows are found by their text form.
+    await client.query(`CREATE TABLE drifted (id int PRIMARY KEY, name text, meta jsonb, spot point)`);
+    await client.query(`INSERT INTO drifted SELECT g, 'n' || g, jsonb_build_object('g', g), point(g, g) FROM generate_series(1, 20) g`);
+    const manifest = await capture('drifted');
+    await client.query(`DELETE FROM drifted WHERE id <= 5`);
+    await client.query(`UPDATE drifted SET name = 'renamed' WHERE id IN (6, 7); UPDATE drifted SET spot = point(0, 0) WHERE id = 8`);
+    await client.query(`INSERT INTO drifted VALUES (100, 'new', '{}', point(1, 1)), (101, 'new', NULL, NULL)`);
+    const differing = `SELECT count(*)::int AS n FROM drifted_recovered r JOIN drifted o USING (id) WHERE r::text IS DISTINCT FROM o::text`;
+
+    const out = sink();
+    const sql = sink();
+    const first = await recover({ client, storage, table: 'drifted', snapshotId: manifest.snapshot_id, out, sqlOut: sql });
+    expect(first.copyBack).toMatchObject({ mode: 'insert-rows', expectedRows: 5, expectedTotal: 22, changedRows: 3 });
+    expect(first.copyBack.alternative).toMatchObject({ mode: 'upsert-rows', expectedRows: 8, expectedTotal: 22, changedRows: 3 });
+    expect(out.text()).toMatch(/note: 3 row\(s\) of public\.drifted changed since the snapshot .*leaves them as they are/);
+    expect(sql.text()).toContain('-- 3 row(s) of public.drifted differ from the snapshot');
+    // The other form is there, commented out: running the output runs one transaction.
+    expect(sql.text()).toMatch(/run this INSTEAD of the transaction above:\n(-- .*\n)+$/);
+    expect(sql.text()).toContain('-- INSERT INTO "public"."drifted" AS o');
+    await client.query(sql.text());
+    expect((await client.query(`SELECT count(*)::int AS n FROM drifted`)).rows[0].n).toBe(22);
+    expect((await client.query(differing.replace('drifted_recovered', first.recovered.table))).rows[0].n).toBe(3);
+
+    const sql2 = sink();
+    const second = await recover({ client, storage, table: 'drifted', snapshotId: manifest.snapshot_id, yes: true, overwriteChanged: true, out: sink(), sqlOut: sql2 });
+    expect(second.copyBack).toMatchObject({ mode: 'upsert-rows', expectedRows: 3, expectedTotal: 22, changedRows: 3 });
+    expect(sql2.text()).toContain('ON CONFLICT ("id") DO UPDATE SET');
+    await client.query(sql2.text());
+    expect((await client.query(differing.replace('drifted_recovered', second.recovered.table))).rows[0].n).toBe(0);
+    expect((await client.query(`SELECT count(*)::int AS n FROM drifted`)).rows[0].n).toBe(22);
+    // Rows added since the snapshot stay.
+    expect((await client.query(`SELECT array_agg(id ORDER BY id) AS ids FROM drifted WHERE id > 20`)).rows[0].ids).toEqual([100, 101]);
+  });
 });

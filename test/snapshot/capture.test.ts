@@ -79,7 +79,7 @@ describe.each([
   it('writes a Parquet file and a manifest that DuckDB and hyparquet read with sensible types', async () => {
     const manifest = await captureTable({ database: resolveDatabase(db.url), storage, table: SAMPLE, label: 'nightly', source: 'on-demand' });
     expect(manifest).toMatchObject({
-      format_version: 1,
+      format_version: 2,
       schema: 'public',
       table: 'accounts',
       row_count: 1001,
@@ -93,8 +93,12 @@ describe.each([
     });
     expect(Math.floor(manifest.server_version_num / 10000)).toBe(serverInfo().major);
     expect(manifest.parquet_path).toMatch(/^snapshots\/public\.accounts\/\d{8}T\d{9}Z_[0-9a-f]{12}\.parquet$/);
-    expect(manifest.checksum).toMatch(/^[0-9a-f]{64}$/);
-    expect(manifest.db_size_bytes).toBeGreaterThan(0);
+    expect(manifest.checksum).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(manifest.table_size_bytes).toBeGreaterThan(0);
+    // The database's size, as in the design's example manifest; the table's has its own field.
+    const { rows: [size] } = await client.query<{ bytes: string }>(`SELECT pg_database_size(current_database())::text AS bytes`);
+    expect(manifest.db_size_bytes).toBeGreaterThan(manifest.table_size_bytes);
+    expect(manifest.db_size_bytes).toBeLessThanOrEqual(Number(size!.bytes) * 2);
     expect(manifest.ddl).toContain('CREATE TABLE');
     expect(manifest.definition.indexes.length).toBeGreaterThanOrEqual(2);
     expect(manifest.definition.constraints.map((c) => c.type).sort()).toEqual(expect.arrayContaining(['c', 'p', 'u']));

@@ -67,7 +67,7 @@ describe('snapshot commands', () => {
     expect(run.code).toBe(0);
     const lines = jsonLines(run.stdout);
     expect(lines).toHaveLength(2);
-    expect(lines[0]).toMatchObject({ table: 'public.User Accounts', row_count: 300, checksum: expect.stringMatching(/^[0-9a-f]{64}$/), parquet_path: expect.stringMatching(/\.parquet$/) });
+    expect(lines[0]).toMatchObject({ table: 'public.User Accounts', row_count: 300, checksum: expect.stringMatching(/^sha256:[0-9a-f]{64}$/), parquet_path: expect.stringMatching(/\.parquet$/) });
     expect(lines[1]).toMatchObject({ table: 'public.orders', row_count: 900 });
 
     const again = await backstop(['snapshot', '--db', db.url, '--storage', storage, '--table', 'orders', '--json']);

@@ -38,6 +38,10 @@ describe('storage URLs', () => {
     ['s3://ok-bucket@not a url', 'not a URL'],
     ['s3://ok-bucket@http://key:secret@host', 'credentials'],
     ['gs://bucket', 'not supported'],
+    ['s3:/bkt', 'misspelt'],
+    ['s3//bkt', 'misspelt'],
+    ['s3:bkt', 'misspelt'],
+    ['file:/var/lib/x', 'misspelt'],
   ])('refuses %s with a ConfigError and a hint', (url, words) => {
     let caught: unknown;
     try {
@@ -48,6 +52,13 @@ describe('storage URLs', () => {
     expect(caught).toBeInstanceOf(ConfigError);
     expect((caught as ConfigError).message).toContain(words);
     expect((caught as ConfigError).hint).toBeTruthy();
+  });
+
+  it('suggests the URL a typo meant, and takes ./s3/… as a folder', () => {
+    expect(() => parseStorageUrl('s3:/bkt')).toThrow(expect.objectContaining({ hint: expect.stringContaining('s3://bkt') }));
+    expect(() => parseStorageUrl('s3//bkt/prefix')).toThrow(expect.objectContaining({ hint: expect.stringContaining('s3://bkt/prefix') }));
+    expect(parseStorageUrl('S3://bkt')).toEqual({ kind: 's3', bucket: 'bkt', prefix: '', endpoint: undefined });
+    expect(parseStorageUrl('./s3/bkt', '/srv/app')).toEqual({ kind: 'local', root: '/srv/app/s3/bkt' });
   });
 
   it('gives custom endpoints path-style addressing and WHEN_REQUIRED checksums by default', () => {

@@ -26,6 +26,8 @@ export interface AgentProcessOptions {
   args?: string[];
   cwd?: string;
   env?: NodeJS.ProcessEnv;
+  /** Leave --state out, so the agent picks its default under `cwd`/.backstop (default: a fresh temp file). */
+  defaultState?: boolean;
   /** Wait for this agent to lead (default), to stand by, or only to run. */
   waitFor?: 'leader' | 'standby' | 'running';
   timeoutMs?: number;
@@ -76,7 +78,7 @@ export async function startAgent(options: AgentProcessOptions = {}): Promise<Age
   if (options.db) args.push('--db', options.db);
   if (options.storage) args.push('--storage', options.storage);
   const extra = options.args ?? [];
-  if (!extra.includes('--state')) args.push('--state', path.join(stateDir, 'agent.sqlite'));
+  if (!extra.includes('--state') && !options.defaultState) args.push('--state', path.join(stateDir, 'agent.sqlite'));
   if (!extra.includes('--http')) args.push('--http', '127.0.0.1:0');
   args.push(...extra);
   const env: NodeJS.ProcessEnv = { ...process.env, BACKSTOP_LOG_LEVEL: 'debug', ...options.env };

@@ -4,12 +4,15 @@
  * SIGTERM / SIGINT stop it cleanly with exit code 0; a second signal exits at once.
  */
 import type { Command } from 'commander';
-import { databaseConfigured, resolveDatabase, type DatabaseTarget } from '../../db/connection.js';
+import { databaseConfigured, resolveDatabase, withClient, type DatabaseTarget } from '../../db/connection.js';
 import { createLogger, type Logger } from '../../log/logger.js';
 import { Agent } from '../../agent/agent.js';
-import { startEmbeddedDatabase, type EmbeddedDatabase } from '../../agent/embedded.js';
+import path from 'node:path';
+import { DEMO_TABLE, startEmbeddedDatabase, type EmbeddedDatabase } from '../../agent/embedded.js';
+import { DEFAULT_STORAGE_FOLDER } from '../../storage/url.js';
+import { cliCommand } from '../invocation.js';
 import { parseAgentFlags, type AgentFlags } from '../../agent/options.js';
-import { DEFAULT_STATE_PATH } from '../../agent/state.js';
+import { readDatabaseIdentity, statePathFor } from '../../agent/database-identity.js';
 import { openAgentStorage, agentWork } from '../../agent/work.js';
 import { formatDuration } from '../../agent/duration.js';
 import { withDatabaseOption, withStorageOption } from '../program.js';
@@ -35,18 +38,30 @@ function waitForSignal(logger: Logger): Promise<string> {
   });
 }
 
-function printTryIt(embedded: EmbeddedDatabase): void {
+/** A path inside the current folder as ./relative, anything else as it is. */
+function shown(location: string): string {
+  if (!path.isAbsolute(location)) return location;
+  const relative = path.relative(process.cwd(), location);
+  return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? `./${relative}` : location;
+}
+
+function printTryIt(embedded: EmbeddedDatabase, storageUrl: string): void {
+  const backstop = cliCommand();
+  const storage = storageUrl === path.resolve(DEFAULT_STORAGE_FOLDER) ? '' : ` --storage ${JSON.stringify(storageUrl)}`;
   process.stdout.write(
     [
       '',
-      'Backstop is guarding an embedded PostgreSQL with a demo table public.customers (300 rows).',
+      `Backstop is guarding an embedded PostgreSQL with a demo table public.${DEMO_TABLE} (300 rows).`,
       `Connect:   ${embedded.psqlCommand}`,
-      'Try:       DROP TABLE customers;',
+      `Try:       DROP TABLE ${DEMO_TABLE};`,
       '           -- the DROP pauses while the agent captures a before-image, then completes;',
       '           SELECT id, status, snapshot_ids FROM backstop.requests;',
       '           SELECT * FROM backstop.snapshots;',
-      `Restore:   backstop restore --db "${embedded.url}" --storage ./backstop-data --table public.customers --snapshot-id <id>`,
-      'Stop with Ctrl-C. Data stays in ./.backstop/pg and snapshots in ./backstop-data.',
+      `Restore:   ${backstop} recover --table public.${DEMO_TABLE}${storage}`,
+      `           ${backstop} restore --snapshot-id <id> --table public.${DEMO_TABLE}${storage}`,
+      `Check:     ${backstop} doctor${storage}`,
+      '           (run from this folder, commands find this server by themselves; elsewhere add --db with the URL above)',
+      `Stop with Ctrl-C. Data stays in ${shown(embedded.dataDir)} and snapshots in ${shown(storageUrl)}.`,
       '',
     ].join('\n'),
   );
@@ -61,7 +76,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--keep <n>', 'snapshots to keep per table (older ones are pruned)')
     .option('--schemas <list>', 'comma-separated schemas to snapshot, names as in the catalog (default: every user schema)')
     .option('--concurrency <n>', 'tables captured at once', '4')
-    .option('--state <path>', 'agent state file (SQLite)', DEFAULT_STATE_PATH)
+    .option('--state <path>', 'agent state file (SQLite; default: one per database, .backstop/agent-<database>-<id>.sqlite)')
     .option('--http <host:port|off>', 'HTTP metadata API address; port 0 picks a free port', '127.0.0.1:8080')
     .option('--agent-id <id>', 'name of this agent in backstop.agents (default: generated once, kept in the state file)')
     .action(async (options: AgentCommandOptions) => {
@@ -80,6 +95,9 @@ export function registerAgentCommand(program: Command): void {
       let agent: Agent | undefined;
       try {
         const storage = await openAgentStorage(options.storage);
+        // The state file belongs to the database: ask the server which one this is first.
+        const databaseIdentity = await withClient(target, readDatabaseIdentity, 'backstop agent (identity)');
+        const statePath = statePathFor(databaseIdentity, flags.statePath);
         agent = new Agent({
           target,
           storage,
@@ -89,14 +107,15 @@ export function registerAgentCommand(program: Command): void {
           ...(flags.keep !== undefined ? { keep: flags.keep } : {}),
           ...(flags.schemas ? { schemas: flags.schemas } : {}),
           concurrency: flags.concurrency,
-          statePath: flags.statePath,
+          statePath,
+          databaseIdentity,
           http: flags.http,
           ...(flags.agentId ? { agentId: flags.agentId } : {}),
           logger,
         });
         await agent.start(agentWork(agent, storage, logger));
-        logger.info('agent running', { agent_id: agent.agentId, snapshot_interval: formatDuration(flags.intervalMs) });
-        if (embedded) printTryIt(embedded);
+        logger.info('agent running', { agent_id: agent.agentId, snapshot_interval: formatDuration(flags.intervalMs), state: statePath, database: databaseIdentity.label });
+        if (embedded) printTryIt(embedded, storage.url);
         const received = await signal;
         logger.info(`received ${received}: shutting down`);
       } finally {

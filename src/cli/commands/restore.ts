@@ -33,6 +33,7 @@ interface RecoverCommandOptions {
   snapshotId?: string;
   yes?: boolean;
   limit?: string;
+  overwriteChanged?: boolean;
 }
 
 function resultJson(result: RestoreResult): unknown {
@@ -113,6 +114,7 @@ export function registerRestoreCommands(program: Command): void {
     .option('--snapshot-id <id>', 'take this recovery point instead of asking')
     .option('--yes', 'take the newest verified point (unless --snapshot-id) and do not ask')
     .option('--limit <n>', 'how many verified recovery points to look for', '10')
+    .option('--overwrite-changed', 'copy-back also sets rows changed since the snapshot back to their snapshot values (default: only missing rows are inserted)')
     .action(async (options: RecoverCommandOptions) => {
       const limit = Number(options.limit ?? '10');
       if (!Number.isInteger(limit) || limit < 1) throw new ConfigError(`--limit must be a positive whole number, not "${options.limit}"`, { hint: 'e.g. --limit 5' });
@@ -132,6 +134,7 @@ export function registerRestoreCommands(program: Command): void {
           sqlOut: process.stdout,
           logger: createLogger(),
           limit,
+          overwriteChanged: Boolean(options.overwriteChanged),
         });
       } finally {
         prompter?.close();

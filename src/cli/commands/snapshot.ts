@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import type pg from 'pg';
-import { connect, resolveDatabase } from '../../db/connection.js';
+import { connect, databaseConfigured, readEmbeddedConnection, resolveDatabase } from '../../db/connection.js';
 import { displayName, parseQualifiedName, quoteIdent, type QualifiedName } from '../../db/identifiers.js';
 import { ConfigError, NotFoundError } from '../../errors/index.js';
 import { createLogger } from '../../log/logger.js';
@@ -192,15 +192,22 @@ export function registerSnapshotCommands(program: Command): void {
       const storage = openStorage(options.storage);
       let filter: QualifiedName | undefined;
       if (options.table) {
-        const wantsServer = parseQualifiedName(options.table, UNQUALIFIED).schema === UNQUALIFIED && (options.db || process.env.DATABASE_URL);
+        // An unqualified name goes through the server's search_path when a server is named (or
+        // the embedded one of this folder is known); a listing never fails for want of one.
+        const unqualified = parseQualifiedName(options.table, UNQUALIFIED).schema === UNQUALIFIED;
+        const wantsServer = unqualified && (databaseConfigured(options.db) || readEmbeddedConnection() !== undefined);
+        filter = tableWithoutDatabase(options.table);
         if (wantsServer) {
-          const client = await connect(resolveDatabase(options.db), 'backstop snapshots list');
+          const client = await connect(resolveDatabase(options.db), 'backstop snapshots list').catch((error: unknown) => {
+            if (options.db) throw error;
+            return undefined;
+          });
           try {
-            filter = await resolveTable(client, options.table).catch(() => tableWithoutDatabase(options.table!));
+            if (client) filter = await resolveTable(client, options.table).catch(() => tableWithoutDatabase(options.table!));
           } finally {
-            await client.end().catch(() => {});
+            await client?.end().catch(() => {});
           }
-        } else filter = tableWithoutDatabase(options.table);
+        }
       }
       const logger = createLogger();
       const manifests = await listManifests(storage, {
@@ -224,7 +231,7 @@ export function registerSnapshotCommands(program: Command): void {
           formatAge(m.created_at),
           String(m.row_count),
           formatBytes(m.size_bytes),
-          m.source,
+          m.source === 'sidecar' ? 'sidecar (background)' : m.source,
           m.group?.name ?? '',
           m.label ?? '',
         ]);

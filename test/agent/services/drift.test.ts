@@ -68,3 +68,60 @@ describe('drift: what got around the guard', () => {
     expect(rows).toEqual([{ kind: 'table_vanished', schema_name: 'public', table_name: 'dropped_behind_back', acknowledged: false }]);
   });
 });
+
+describe('drift: an approval explains only its own object and kind of change', () => {
+  let db: TestDatabase;
+  let client: pg.Client;
+  let state: AgentState;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    client = await db.client();
+    state = new AgentState(':memory:');
+  });
+  afterAll(async () => {
+    state?.close();
+    await db?.drop();
+  });
+
+  /** Record what the catalog shows now as the agent's last poll. */
+  const poll = async () => {
+    const observation = await observeTables(client, ['public']);
+    state.observeTables(observation.tables, observation.observedAt);
+  };
+  const coveredNames = async (tables: string[]) => {
+    const observation = await observeTables(client, ['public']);
+    const candidates = findDriftCandidates(state.watchedTables(), observation.tables).filter((c) => tables.includes(c.table.table));
+    const covered = await coveredByConsumedRequests(client, candidates);
+    return candidates.map((c, index) => [c.kind, c.table.table, covered.has(index)]);
+  };
+
+  it('an old DROP TABLE approval does not explain a column lost by the table created again under that name', async () => {
+    await client.query(`CREATE TABLE public.reborn (id int, secret text)`);
+    await poll();
+    await approveAhead(client, 'DROP TABLE public.reborn', ['public.reborn']);
+    await client.query('DROP TABLE public.reborn');
+    expect(await coveredNames(['reborn'])).toEqual([['table_vanished', 'reborn', true]]);
+    await client.query(`CREATE TABLE public.reborn (id int, secret text)`);
+    // The agent forgets the vanished table and watches the new one (another OID).
+    for (const table of state.watchedTables().filter((t) => t.table === 'reborn')) state.forgetTable(table.relid);
+    await poll();
+    await bypassGuard(client, async () => {
+      await client.query(`ALTER TABLE public.reborn DROP COLUMN secret`);
+    });
+    expect(await coveredNames(['reborn'])).toEqual([['column_lost', 'reborn', false]]);
+  });
+
+  it('a DROP COLUMN approval explains the lost column, not the table vanishing later', async () => {
+    await client.query(`CREATE TABLE public.narrowed (id int, gone text)`);
+    await poll();
+    await approveAhead(client, 'ALTER TABLE public.narrowed DROP COLUMN gone', ['public.narrowed']);
+    await client.query('ALTER TABLE public.narrowed DROP COLUMN gone');
+    expect(await coveredNames(['narrowed'])).toEqual([['column_lost', 'narrowed', true]]);
+    await poll();
+    await bypassGuard(client, async () => {
+      await client.query(`DROP TABLE public.narrowed`);
+    });
+    expect(await coveredNames(['narrowed'])).toEqual([['table_vanished', 'narrowed', false]]);
+  });
+});

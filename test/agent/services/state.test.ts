@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backoffDelay } from '../../../src/retry/backoff.js';
 import { AgentState, type ObservedTable } from '../../../src/agent/state.js';
+import { ConfigError } from '../../../src/errors/index.js';
 
 const counters = { inserted: 1, updated: 2, deleted: 3, liveTuples: 4, filenode: '16384', ddlFingerprint: 'abc' };
 const observed = (relid: number, name: string, columns = ['id', 'name']): ObservedTable => ({
@@ -103,15 +104,38 @@ describe('agent state (SQLite)', () => {
     state.close();
   });
 
-  it('forgets per-table tracking when bound to another database', () => {
+  it('belongs to one database: binding it to another is refused, nothing is forgotten', () => {
     const state = new AgentState(':memory:');
-    expect(state.bindDatabase('db-a')).toBe(false);
+    state.bindDatabase('db-a', 'database "a"');
     state.observeTables([observed(1, 't')], new Date(1000));
-    expect(state.bindDatabase('db-a')).toBe(false);
+    state.bindDatabase('db-a', 'database "a"');
     expect(state.watchedTables()).toHaveLength(1);
-    expect(state.bindDatabase('db-b')).toBe(true);
-    expect(state.watchedTables()).toEqual([]);
+    expect(() => state.bindDatabase('db-b', 'database "b"')).toThrow(/belongs to database "a", not to database "b"/);
+    expect(state.watchedTables()).toHaveLength(1);
     state.close();
+  });
+
+  it('is claimed by one live agent at a time; a dead holder is taken over', () => {
+    const host = os.hostname();
+    const gone = 999_999_999; // no such pid
+    const dead = new AgentState(path.join(dir, 'claimed.sqlite'));
+    dead.claim({ pid: gone, hostname: host });
+    const live = new AgentState(path.join(dir, 'claimed.sqlite'));
+    live.claim(); // the holder's process is gone: taken over by this one
+    let caught: unknown;
+    const other = new AgentState(path.join(dir, 'claimed.sqlite'));
+    try {
+      other.claim({ pid: process.ppid, hostname: host });
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(ConfigError);
+    expect((caught as ConfigError).message).toMatch(new RegExp(`is in use by another agent \\(pid ${process.pid}, since `));
+    expect((caught as ConfigError).hint).toMatch(/--state/);
+    live.close(); // releases it
+    expect(() => other.claim({ pid: process.ppid, hostname: host })).not.toThrow();
+    other.close();
+    dead.close();
   });
 
   it('refuses a state file from a newer schema with a hint', () => {
