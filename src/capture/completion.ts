@@ -23,7 +23,7 @@ import { captureTable } from '../snapshot/capture.js';
 import { rowSource } from '../snapshot/content-hash.js';
 import { inSnapshotTransaction } from '../snapshot/database-session.js';
 import { manifestKeyForData } from '../snapshot/layout.js';
-import { serializeManifest, type Manifest } from '../snapshot/manifest.js';
+import { readManifest, serializeManifest, type Manifest } from '../snapshot/manifest.js';
 import type { Storage } from '../storage/storage.js';
 import { compareCensus, currentSnapshot, takeCensus, type CensusVerdict } from './census.js';
 import type { CaptureSlots } from './slots.js';
@@ -142,11 +142,14 @@ export class ImageCompleter {
       'SELECT snapshot_id, manifest FROM backstop.snapshot_catalog WHERE snapshot_id = ANY($1::text[])',
       [request.snapshot_ids],
     );
-    const manifests = request.snapshot_ids.map((id) => {
+    // The catalog says where each image is; the stored manifest is what is read and rewritten.
+    const manifests: Manifest[] = [];
+    for (const id of request.snapshot_ids) {
       const found = catalog.find((row) => row.snapshot_id === id);
-      if (!found) throw new SnapshotError(`before-image ${id} of request ${completion.request_id} is no longer in backstop.snapshots`);
-      return found.manifest;
-    });
+      const key = found ? manifestKeyForData(found.manifest.parquet_path) : undefined;
+      if (!key) throw new SnapshotError(`before-image ${id} of request ${completion.request_id} is no longer in backstop.snapshots`);
+      manifests.push(await readManifest(this.options.storage, key));
+    }
     const tables = manifests.map((manifest) => quoted(manifest));
     const { unlocked, exclusive } = await unlockedTables(db, completion.pid, tables);
     if (exclusive.length > 0) {
