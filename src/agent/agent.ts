@@ -13,6 +13,7 @@ import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { clientConfig, type DatabaseTarget } from '../db/connection.js';
+import { bypassGrants, connectedRoleGap, someTables } from '../db/row-security.js';
 import { DatabaseError, PrivilegeError, describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Storage } from '../storage/storage.js';
@@ -173,6 +174,26 @@ export class Agent {
         hint: `as a superuser run: GRANT backstop_agent TO ${row.role};`,
       });
     }
+    await this.warnAboutRowSecurity();
+  }
+
+  /**
+   * Captures read with row_security = off: a table whose policies apply to this role cannot be
+   * captured, so its DROP / ALTER is denied. Not a reason to refuse to start (every other table
+   * stays guarded), but said once, with what to grant, at start.
+   */
+  private async warnAboutRowSecurity(): Promise<void> {
+    const gap = await connectedRoleGap(this.pool).catch((error: unknown) => {
+      this.logger.debug('could not check row-level security', { error: describeError(error) });
+      return null;
+    });
+    if (!gap) return;
+    this.logger.warn(`row-level security stops role ${gap.role} from capturing ${gap.tables.length} table(s): ${someTables(gap.tables)}`, {
+      event: 'agent.rows_hidden',
+      role: gap.role,
+      tables: gap.tables,
+      hint: `until then their before-images fail and their DROP / ALTER is denied; as a superuser run: ${bypassGrants([gap])} (BYPASSRLS is a role attribute: membership in backstop_agent does not carry it)`,
+    });
   }
 
   /** Start everything; resolves once the HTTP API (if any) listens. */

@@ -41,7 +41,7 @@ describe('backstop doctor', () => {
     await client.query('ALTER EVENT TRIGGER backstop_guard_dropped DISABLE');
     try {
       const results = await runDoctor(client);
-      expect(results.find((r) => r.check === 'event triggers')).toMatchObject({ status: 'fail', detail: expect.stringContaining('backstop_guard_dropped (disabled)') });
+      expect(results.find((r) => r.check === 'event triggers')).toMatchObject({ status: 'fail', detail: expect.stringContaining('backstop_guard_dropped is disabled') });
       const failure = await run(process.execPath, ['bin/backstop.js', 'doctor', '--db', db.url]).then(() => null, (error: { code: number; stdout: string }) => error);
       expect(failure?.code).toBe(1);
       expect(failure?.stdout).toMatch(/FAIL\s+event triggers/);

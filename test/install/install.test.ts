@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PrivilegeError } from '../../src/errors/index.js';
-import { install, installScript, uninstall } from '../../src/install/install.js';
+import { install, installScript, listMigrations, uninstall } from '../../src/install/install.js';
 import { createLoginRoles } from '../support/agent-double.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { BACKSTOP_BIN, REPO_ROOT } from '../support/agent-process.js';
@@ -125,7 +125,7 @@ describe('backstop install / uninstall', () => {
     expect(rows[0].n).toBe(2);
 
     // Reinstalling guards the existing tables again.
-    expect((await install(client)).applied).toEqual(['0001_core', '0002_guard', '0003_attach_marker']);
+    expect((await install(client)).applied).toEqual(await listMigrations());
     const { rows: guarded } = await client.query(`SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'app.users'::regclass AND tgname = 'backstop_truncate_guard'`);
     expect(guarded).toEqual([{ tgenabled: 'A' }]);
     await uninstall(client);
