@@ -86,8 +86,8 @@ async function hashCopyOut(client: pg.ClientBase, copySql: string): Promise<RowH
 
 /**
  * The content hash of a relation's rows as the current transaction sees them, read with COPY
- * under the canonical settings and row_security = off (every row, or an error). `columns` (names, in the snapshot's order) defaults to every
- * column in attnum order.
+ * under the canonical settings and row_security = off (every row, or an error). `columns`
+ * (names, in the snapshot's order) defaults to every column in attnum order.
  */
 export async function contentHash(client: pg.ClientBase, relation: QualifiedName, columns?: readonly string[]): Promise<ContentHash> {
   const source = await rowSourceSql(client, relation);
