@@ -20,6 +20,7 @@ import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { clientConfig, type DatabaseTarget } from '../db/connection.js';
+import { bypassGrants, connectedRoleGap, someTables } from '../db/row-security.js';
 import { DatabaseError, PrivilegeError, SchemaVersionError, describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Storage } from '../storage/storage.js';
@@ -213,9 +214,16 @@ export class Agent {
         hint: `as a superuser run: GRANT backstop_agent TO ${row.role};`,
       });
     }
-    // The agent calls the SQL API its own migrations define: against a schema a newer Backstop
-    // installed it could misread what it finds (or call what changed), and against an older one
-    // a function it needs may be missing. Either way it stops here, saying which side to upgrade.
+    await this.checkSchemaVersion(where);
+    await this.warnAboutRowSecurity();
+  }
+
+  /**
+   * The agent calls the SQL API its own migrations define: against a schema a newer Backstop
+   * installed it could misread what it finds (or call what changed), and against an older one a
+   * function it needs may be missing. Either way it stops here, saying which side to upgrade.
+   */
+  private async checkSchemaVersion(where: string): Promise<void> {
     let version: SchemaVersion;
     try {
       version = await schemaVersion(this.pool);
@@ -237,6 +245,25 @@ export class Agent {
         hint: 'run backstop install --db <url of that database> (as a superuser) to upgrade it, then start the agent again',
       });
     }
+  }
+
+  /**
+   * Captures read with row_security = off: a table whose policies apply to this role cannot be
+   * captured, so its DROP / ALTER is denied. Not a reason to refuse to start (every other table
+   * stays guarded), but said once, with what to grant, at start.
+   */
+  private async warnAboutRowSecurity(): Promise<void> {
+    const gap = await connectedRoleGap(this.pool).catch((error: unknown) => {
+      this.logger.debug('could not check row-level security', { error: describeError(error) });
+      return null;
+    });
+    if (!gap) return;
+    this.logger.warn(`row-level security stops role ${gap.role} from capturing ${gap.tables.length} table(s): ${someTables(gap.tables)}`, {
+      event: 'agent.rows_hidden',
+      role: gap.role,
+      tables: gap.tables,
+      hint: `until then their before-images fail and their DROP / ALTER is denied; as a superuser run: ${bypassGrants([gap])} (BYPASSRLS is a role attribute: membership in backstop_agent does not carry it)`,
+    });
   }
 
   /** Start everything; resolves once the HTTP API (if any) listens. */

@@ -4,6 +4,11 @@
  * two agents take the same row) captures each pending one with source `on-demand` and the label,
  * then finishes it with backstop.agent_finish_snapshot_request(id, snapshot_id, error).
  * The table is found by OID, so a rename after the request does not lose it.
+ *
+ * Before capturing, the agent asks backstop._snapshot_refusal again whether the role that filed
+ * the request may have the table exported (it must read every row; never Backstop's own tables
+ * or the system catalogs): a request filed before that check existed, or a table whose grants,
+ * policies or owner changed since, is refused with the reason instead of exported.
  */
 import { describeError } from '../errors/index.js';
 import { captureAndRecord, type CaptureContext } from './capture-step.js';
@@ -20,6 +25,9 @@ export interface OnDemandReport {
 export interface SnapshotRequest {
   id: string;
   label: string | null;
+  /** The role that filed the request (session_user of backstop.snapshot()). */
+  requested_by: string;
+  relid: string;
   /** Where the table is now (found by OID); null when it no longer exists. */
   schema_name: string | null;
   table_name: string | null;
@@ -30,7 +38,7 @@ export interface SnapshotRequest {
 /** Pending on-demand requests, oldest first. */
 export async function pendingSnapshotRequests(context: CaptureContext): Promise<SnapshotRequest[]> {
   const { rows } = await context.pool.query<SnapshotRequest>(
-    `SELECT r.id::text AS id, r.label, n.nspname AS schema_name, c.relname AS table_name,
+    `SELECT r.id::text AS id, r.label, r.requested_by, r.relid::text AS relid, n.nspname AS schema_name, c.relname AS table_name,
             r.schema_name AS requested_schema, r.table_name AS requested_table
        FROM backstop.snapshot_requests r
        LEFT JOIN pg_catalog.pg_class c ON c.oid = r.relid
@@ -39,6 +47,24 @@ export async function pendingSnapshotRequests(context: CaptureContext): Promise<
       ORDER BY r.id`,
   );
   return rows;
+}
+
+/** Why the request must not be served (reason and hint), or null when it may. */
+async function refusalOf(context: CaptureContext, request: SnapshotRequest): Promise<string | null> {
+  try {
+    const { rows } = await context.pool.query<{ reason: string | null; hint: string | null }>(
+      'SELECT reason, hint FROM backstop._snapshot_refusal($1, $2::oid)',
+      [request.requested_by, request.relid],
+    );
+    const refusal = rows[0];
+    return refusal?.reason ? `${refusal.reason}${refusal.hint ? ` (${refusal.hint})` : ''}` : null;
+  } catch (error) {
+    // Fail closed: without the check nothing is exported on request.
+    if ((error as { code?: unknown }).code === '42883') {
+      return 'Backstop in this database cannot check who may export what (backstop._snapshot_refusal is missing): run backstop install --db … to upgrade';
+    }
+    throw error;
+  }
 }
 
 /**
@@ -56,6 +82,12 @@ export async function serveSnapshotRequest(context: CaptureContext, request: Sna
     if (request.schema_name === null || request.table_name === null) {
       await finish(null, `table ${requested} no longer exists`);
       logger.warn('on-demand snapshot impossible: the table is gone', { request_id: request.id, table: requested });
+      return 'failed';
+    }
+    const refusal = await refusalOf(context, request);
+    if (refusal !== null) {
+      await finish(null, refusal);
+      logger.warn('on-demand snapshot refused', { request_id: request.id, table: requested, requested_by: request.requested_by, reason: refusal });
       return 'failed';
     }
     const manifest = await captureAndRecord(context, {

@@ -8,7 +8,7 @@
 import type pg from 'pg';
 import { describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
-import { captureTable } from '../snapshot/capture.js';
+import { IMAGES_SCHEMA, captureTable } from '../snapshot/capture.js';
 import type { Manifest } from '../snapshot/manifest.js';
 import type { Storage } from '../storage/storage.js';
 import { verifyStoredChecksum } from '../gate/checksum.js';
@@ -17,8 +17,6 @@ import { backoffDelay, type BackoffOptions } from '../retry/backoff.js';
 
 /** Retrying a failed TRUNCATE export: 2 s, doubling, at most 5 min. */
 const EXPORT_RETRY_BACKOFF: BackoffOptions = { baseMs: 2_000, maxMs: 300_000 };
-
-export const IMAGES_SCHEMA = 'backstop_images';
 
 interface ImageRow {
   request_id: string;

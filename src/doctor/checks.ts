@@ -5,9 +5,11 @@
  * alive, is storage reachable, are tables ready. Each finding says what to do.
  */
 import type pg from 'pg';
+import { agentLoginGaps, bypassGrants, connectedRoleGap, rowSecurityTables, someTables } from '../db/row-security.js';
 import { describeError } from '../errors/index.js';
 import { BACKSTOP_VERSION } from '../version.js';
-import { schemaVersion } from '../install/install.js';
+import { listMigrations, schemaVersion } from '../install/install.js';
+import { describeTruncateGuardGap, eventTriggerFindings, truncateGuardGaps } from '../install/repair.js';
 import type { Storage } from '../storage/storage.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
@@ -18,8 +20,6 @@ export interface CheckResult {
   detail: string;
   hint?: string;
 }
-
-const GUARD_EVENT_TRIGGERS = ['backstop_guard_statement', 'backstop_guard_dropped', 'backstop_guard_rewrite', 'backstop_guard_new_tables'];
 
 async function checkServer(client: pg.ClientBase): Promise<CheckResult> {
   const { rows } = await client.query<{ version: string; role: string; superuser: boolean }>(
@@ -50,46 +50,55 @@ async function checkInstalled(client: pg.ClientBase): Promise<CheckResult & { in
   return { check: 'install', status: 'ok', installed: true, detail: `installed, ${version.applied.length} migration(s) applied` };
 }
 
+// The hints of the two checks below are true because install compares the same things on every
+// run and puts them back (src/install/repair.ts), even when no migration is pending.
+
 async function checkEventTriggers(client: pg.ClientBase): Promise<CheckResult> {
-  const { rows } = await client.query<{ name: string; enabled: string }>(
-    `SELECT evtname AS name, evtenabled AS enabled FROM pg_event_trigger WHERE evtname = ANY($1::text[])`,
-    [GUARD_EVENT_TRIGGERS],
-  );
-  const found = new Map(rows.map((row) => [row.name, row.enabled]));
-  const missing = GUARD_EVENT_TRIGGERS.filter((name) => !found.has(name));
-  const notAlways = [...found].filter(([, enabled]) => enabled !== 'A').map(([name, enabled]) => `${name} (${enabled === 'D' ? 'disabled' : 'not ALWAYS'})`);
-  if (missing.length > 0 || notAlways.length > 0) {
+  const { expected, repairs } = await eventTriggerFindings(client, await listMigrations());
+  if (repairs.length > 0) {
     return {
       check: 'event triggers',
       status: 'fail',
-      detail: [missing.length ? `missing: ${missing.join(', ')}` : '', notAlways.length ? `not armed: ${notAlways.join(', ')}` : ''].filter(Boolean).join('; '),
-      hint: 'destructive statements are NOT guarded; run backstop install again (it re-arms them), and find out who disabled them',
+      detail: repairs.map((repair) => repair.finding).join('; '),
+      hint: 'destructive statements are NOT guarded; run backstop install --db … again as a superuser (it re-creates and re-arms them), and find out who changed them',
     };
   }
-  return { check: 'event triggers', status: 'ok', detail: `${GUARD_EVENT_TRIGGERS.length} guard event triggers, ENABLE ALWAYS` };
+  return { check: 'event triggers', status: 'ok', detail: `${expected.length} guard event triggers, ENABLE ALWAYS` };
 }
 
 async function checkTruncateGuards(client: pg.ClientBase): Promise<CheckResult> {
-  const { rows } = await client.query<{ name: string }>(
-    `SELECT format('%I.%I', n.nspname, c.relname) AS name
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
-        AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'backstop', 'backstop_images')
-        AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'
-        AND NOT EXISTS (SELECT 1 FROM pg_trigger t
-                         WHERE t.tgrelid = c.oid AND t.tgname = 'backstop_truncate_guard' AND t.tgenabled = 'A')
-      ORDER BY 1`,
-  );
-  if (rows.length > 0) {
-    const names = rows.slice(0, 5).map((row) => row.name).join(', ');
+  const gaps = await truncateGuardGaps(client);
+  if (gaps.length > 0) {
     return {
       check: 'truncate guards',
       status: 'fail',
-      detail: `${rows.length} table(s) without an armed TRUNCATE guard: ${names}${rows.length > 5 ? ', …' : ''}`,
-      hint: 'run backstop install again: it attaches the guard to every table',
+      detail: `${gaps.length} table(s) without an armed TRUNCATE guard: ${gaps.slice(0, 5).map(describeTruncateGuardGap).join('; ')}${gaps.length > 5 ? '; …' : ''}`,
+      hint: 'TRUNCATE of these tables is not guarded; run backstop install --db … again as a superuser (it attaches the guard to every table that lacks it)',
     };
   }
   return { check: 'truncate guards', status: 'ok', detail: 'every table has an armed TRUNCATE guard' };
+}
+
+/**
+ * The agent reads with row_security = off: a table whose policies apply to the agent's role
+ * cannot be captured (and its DROP / ALTER is denied). Checks the connected role when it is an
+ * agent role, and every login role in backstop_agent.
+ */
+async function checkRowSecurity(client: pg.ClientBase): Promise<CheckResult> {
+  const tables = await rowSecurityTables(client);
+  if (tables.length === 0) return { check: 'row-level security', status: 'ok', detail: 'no table uses row-level security' };
+  const { rows } = await client.query<{ agent: boolean }>(`SELECT pg_has_role(current_user, 'backstop_agent', 'MEMBER') AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS agent`);
+  const connected = rows[0]?.agent ? await connectedRoleGap(client) : null;
+  const gaps = [...(connected ? [connected] : []), ...(await agentLoginGaps(client)).filter((gap) => gap.role !== connected?.role)];
+  if (gaps.length > 0) {
+    return {
+      check: 'row-level security',
+      status: 'fail',
+      detail: gaps.map((gap) => `role ${gap.role} cannot capture ${someTables(gap.tables)} (row-level security)`).join('; '),
+      hint: `the agent cannot capture these tables, so their DROP / ALTER is denied; as a superuser run: ${bypassGrants(gaps)} (BYPASSRLS is not inherited from backstop_agent)`,
+    };
+  }
+  return { check: 'row-level security', status: 'ok', detail: `${tables.length} table(s) use row-level security; every agent login role can read all their rows` };
 }
 
 async function checkLoopback(client: pg.ClientBase): Promise<CheckResult> {
@@ -101,7 +110,7 @@ async function checkLoopback(client: pg.ClientBase): Promise<CheckResult> {
       check: 'dblink',
       status: 'warn',
       detail: 'dblink is not installed: guarded statements cannot file requests by themselves',
-      hint: 'install the contrib package and rerun backstop install, or file requests first with SELECT backstop.request($$…$$)',
+      hint: 'install the server\'s contrib package and run backstop install --db … again (it creates the extension), or file requests first with SELECT backstop.request($$…$$)',
     };
   }
   try {
@@ -113,7 +122,7 @@ async function checkLoopback(client: pg.ClientBase): Promise<CheckResult> {
   } catch (error) {
     await client.query('ROLLBACK TO SAVEPOINT doctor_loopback').catch(() => {});
     const message = describeError(error);
-    if (/permission denied/i.test(message)) {
+    if ((error as { code?: unknown }).code === '42501') {
       return { check: 'dblink', status: 'warn', detail: `dblink in schema ${rows[0]!.schema}; loopback not tested (${message})`, hint: 'run doctor as a superuser to test the loopback connection' };
     }
     return {
@@ -229,7 +238,7 @@ async function runChecks(client: pg.ClientBase, storage?: Storage): Promise<Chec
   const { installed, ...install } = await checkInstalled(client);
   results.push(install);
   if (installed) {
-    results.push(await checkEventTriggers(client), await checkTruncateGuards(client), await checkLoopback(client));
+    results.push(await checkEventTriggers(client), await checkTruncateGuards(client), await checkLoopback(client), await checkRowSecurity(client));
     results.push(...(await checkAgents(client)), await checkReadiness(client), await checkAlerts(client));
   }
   if (storage) results.push(await checkStorage(storage));

@@ -58,6 +58,28 @@ export class PrivilegeError extends BackstopError {
   }
 }
 
+/**
+ * Row-level security would hide rows of a table from the role reading it, so a snapshot of it
+ * would be incomplete. Captures read with row_security = off, which makes PostgreSQL raise instead
+ * of filtering; this names the table, the role and what to grant. BYPASSRLS is a role attribute:
+ * the login role itself needs it (membership in backstop_agent does not carry it).
+ */
+export class RowSecurityError extends BackstopError {
+  readonly table: string;
+  /** The reading role, quoted as an identifier where needed (as quote_ident prints it). */
+  readonly role: string;
+
+  constructor(table: string, role: string, options: Omit<BackstopErrorOptions, 'hint'> = {}) {
+    const grant = `ALTER ROLE ${role} BYPASSRLS`;
+    super('row_security', `row-level security hides rows of ${table} from role ${role}, and a snapshot must hold every row: as a superuser run ${grant}`, {
+      ...options,
+      hint: `as a superuser run: ${grant}; (a role attribute: granting backstop_agent or pg_read_all_data does not carry it)`,
+    });
+    this.table = table;
+    this.role = role;
+  }
+}
+
 /** Object storage (S3 or the local folder) failed or is unreachable. */
 export class StorageError extends BackstopError {
   constructor(message: string, options: BackstopErrorOptions = {}) {

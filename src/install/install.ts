@@ -2,7 +2,9 @@
  * `backstop install` / `backstop uninstall`: apply the numbered migrations in migrations/ (each
  * one runs a file from sql/) with node-pg-migrate, keeping its bookkeeping in
  * backstop.migrations. All pending migrations run in one transaction: an error leaves nothing
- * behind. Running install twice is a no-op.
+ * behind. Then put back what the migrations made and something removed or switched off since
+ * (src/install/repair.ts: event triggers, TRUNCATE guards, dblink). Running install twice on an
+ * intact guard is a no-op.
  */
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -11,8 +13,10 @@ import { runner } from 'node-pg-migrate';
 import { DatabaseError, SchemaVersionError, describeError } from '../errors/index.js';
 import { BACKSTOP_VERSION } from '../version.js';
 import { silentLogger, type Logger } from '../log/logger.js';
+import { agentLoginGaps, rowSecurityTables, type RowSecurityGap } from '../db/row-security.js';
 import { assertCanInstall } from './privileges.js';
 import { migrationsDir, sqlDir } from './paths.js';
+import { applyGuardRepairs, planGuardRepairs } from './repair.js';
 
 export const MIGRATIONS_SCHEMA = 'backstop';
 export const MIGRATIONS_TABLE = 'migrations';
@@ -20,6 +24,19 @@ export const MIGRATIONS_TABLE = 'migrations';
 export interface InstallResult {
   applied: string[];
   dblink: boolean;
+  /** What was found missing or switched off and put back (empty when the guard was whole). */
+  repaired: string[];
+  rowSecurity: RowSecurityReport;
+}
+
+/**
+ * Tables with row-level security, and the agent's login roles (members of backstop_agent) that
+ * could not capture them. Install does not know which role the agent will log in as: with such
+ * tables, that role needs BYPASSRLS itself.
+ */
+export interface RowSecurityReport {
+  tables: string[];
+  agentLoginGaps: RowSecurityGap[];
 }
 
 export interface InstallOptions {
@@ -108,7 +125,22 @@ export async function install(client: pg.Client, options: InstallOptions = {}): 
   }
   const after = await appliedMigrations(client);
   const applied = [...after].filter((name) => !before.has(name)).sort();
-  return { applied, dblink: await dblinkInstalled(client) };
+  const repairs = await planGuardRepairs(client, await listMigrations());
+  try {
+    await applyGuardRepairs(client, repairs);
+  } catch (error) {
+    throw new DatabaseError(`repairing the guard failed and was rolled back: ${describeError(error)}`, {
+      cause: error,
+      hint: 'the migrations are applied; fix the cause above and run backstop install again',
+    });
+  }
+  for (const repair of repairs) logger.debug('guard repaired', { finding: repair.finding, sql: repair.sql });
+  return {
+    applied,
+    dblink: await dblinkInstalled(client),
+    repaired: repairs.map((repair) => repair.finding),
+    rowSecurity: { tables: await rowSecurityTables(client), agentLoginGaps: await agentLoginGaps(client) },
+  };
 }
 
 /**
@@ -118,14 +150,26 @@ export async function install(client: pg.Client, options: InstallOptions = {}): 
  */
 export async function installScript(client: pg.Client | null): Promise<string> {
   const applied = client ? await appliedMigrations(client) : new Set<string>();
-  const pending = (await listMigrations()).filter((name) => !applied.has(name));
-  if (pending.length === 0) return '-- Backstop is installed and up to date: nothing to run.\n';
+  const migrations = await listMigrations();
+  const pending = migrations.filter((name) => !applied.has(name));
+  if (pending.length === 0) {
+    // Up to date: what install would still put back (planned on the database as it is now).
+    const repairs = client ? await planGuardRepairs(client, migrations) : [];
+    if (repairs.length === 0) return '-- Backstop is installed and up to date: nothing to run.\n';
+    const parts = ['-- Backstop is installed and up to date; these parts of the guard were removed or switched off since:', 'BEGIN;'];
+    for (const repair of repairs) parts.push(`-- ${repair.finding}`, ...repair.sql.map((sql) => `${sql};`));
+    parts.push('COMMIT;');
+    return `${parts.join('\n')}\n`;
+  }
   const parts = ['BEGIN;', `CREATE SCHEMA IF NOT EXISTS ${MIGRATIONS_SCHEMA};`,
     `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_SCHEMA}.${MIGRATIONS_TABLE} (id SERIAL PRIMARY KEY, name varchar(255) NOT NULL, run_on timestamp NOT NULL);`];
   for (const name of pending) {
     parts.push(`-- migration ${name}`, (await migrationSql(name)).trim(), `INSERT INTO ${MIGRATIONS_SCHEMA}.${MIGRATIONS_TABLE} (name, run_on) VALUES ('${name.replace(/'/g, "''")}', now());`);
   }
   parts.push('COMMIT;');
+  if (applied.size > 0) {
+    parts.push('-- Then run backstop install --dry-run again: it prints what else install would put back (event triggers, TRUNCATE guards, dblink).');
+  }
   return `${parts.join('\n\n')}\n`;
 }
 

@@ -20,7 +20,7 @@ import copyStreams from 'pg-copy-streams';
 import pg from 'pg';
 import { createTableSql, describeTable, type TableDefinition } from '../db/catalog.js';
 import { displayName, quoteQualified, type QualifiedName } from '../db/identifiers.js';
-import { BackstopError, DatabaseError, NotFoundError, PrivilegeError, SnapshotError, describeError } from '../errors/index.js';
+import { BackstopError, DatabaseError, NotFoundError, PrivilegeError, RowSecurityError, SnapshotError, describeError } from '../errors/index.js';
 import { silentLogger, type Logger } from '../log/logger.js';
 import { createProgress } from '../log/progress.js';
 import { digestingStream } from '../storage/digest.js';
@@ -134,16 +134,54 @@ export function wrapFailure(error: unknown, table: QualifiedName, signal: AbortS
   if (error instanceof BackstopError) return error;
   const code = (error as { code?: unknown } | null)?.code;
   if (code === '42501') {
+    // Also what a read with row_security = off raises when a policy would filter it (a policy
+    // switched on after the check in captureData).
     return new PrivilegeError(`${subject} failed: ${describeError(error)}`, {
       cause: error,
       subject,
-      hint: 'grant the capturing role SELECT on the table (the backstop_agent role has pg_read_all_data)',
+      hint: 'grant the capturing role SELECT on the table (the backstop_agent role has pg_read_all_data), and BYPASSRLS when the table has row-level security',
     });
   }
   if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) {
     return new DatabaseError(`${subject} failed: ${describeError(error)}`, { cause: error, subject, hint: 'see the database error above; nothing was published' });
   }
   return new SnapshotError(`${subject} failed: ${describeError(error)}`, { cause: error, subject, hint: 'nothing was published; check the log and run the capture again' });
+}
+
+/** Where the guard copies the rows of truncated tables (the TRUNCATE before-images). */
+export const IMAGES_SCHEMA = 'backstop_images';
+
+/** Schemas whose tables are never exported: Backstop's own (settings, secrets) and the system's. */
+const NEVER_EXPORTED_SCHEMAS = new Set(['backstop', 'backstop_images', 'pg_catalog', 'information_schema']);
+
+/**
+ * Refuse a target whose export would publish what is not user data: a table of Backstop's own
+ * or of the system (`pg_*` schemas included), and rows read from anywhere but a TRUNCATE
+ * before-image copy in backstop_images. Checked by name, whoever asked (the CLI, an on-demand
+ * request, the scheduler).
+ */
+function assertExportable(target: CaptureTarget): void {
+  const { schema } = target.table;
+  if (NEVER_EXPORTED_SCHEMAS.has(schema) || schema.startsWith('pg_')) {
+    throw new PrivilegeError(`${displayName(target.table)} is ${schema.startsWith('backstop') ? "one of Backstop's own tables" : 'a system table'}, which is never exported`, {
+      hint: 'snapshots are for your own tables',
+    });
+  }
+  if (target.readFrom && target.readFrom.schema !== IMAGES_SCHEMA) {
+    throw new PrivilegeError(`rows of ${displayName(target.table)} may only be read from a TRUNCATE before-image in ${IMAGES_SCHEMA}, not from ${displayName(target.readFrom)}`, {
+      hint: 'this is a bug in the caller; report it',
+    });
+  }
+}
+
+/**
+ * A relation row-level security applies to for the connected role cannot be read in full: say
+ * which role needs what, rather than let the read with row_security = off fail with 42501.
+ */
+async function assertSeesEveryRow(client: pg.ClientBase, source: RowSource, table: QualifiedName): Promise<void> {
+  if (!source.rowSecurityApplies) return;
+  const { rows } = await client.query<{ role: string }>('SELECT pg_catalog.quote_ident(current_user) AS role');
+  throw new RowSecurityError(displayName(table), rows[0]!.role);
 }
 
 async function snapshotContext(client: pg.ClientBase): Promise<SnapshotContext> {
@@ -291,6 +329,7 @@ async function captureData(
   const warnings: string[] = [];
   const source = target.readFrom ?? target.table;
   const sourceRows = await rowSource(client, source);
+  await assertSeesEveryRow(client, sourceRows, target.table);
   const { from } = sourceRows;
   await lockForReading(client, sourceRows);
   const { definition, rows: rowsDefinition } = await tableDefinitions(client, target, warnings);
@@ -526,6 +565,7 @@ async function runLimited<T, R>(items: readonly T[], limit: number, work: (item:
 
 async function captureMany(targets: CaptureTarget[], options: CaptureOptions, group: { name: string; concurrency: number } | null): Promise<Manifest[]> {
   if (targets.length === 0) throw new SnapshotError('nothing to capture', { hint: 'name at least one table' });
+  targets.forEach(assertExportable);
   const database = options.database ?? options.pool;
   if (!database) throw new SnapshotError('capture needs a database or a pool', { hint: 'this is a bug in the caller; report it' });
   const logger = options.logger ?? silentLogger;

@@ -18,7 +18,7 @@ import copyStreams from 'pg-copy-streams';
 import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../db/identifiers.js';
 import { NotFoundError } from '../errors/index.js';
 import { ROW_HASH_ALGORITHM, RowHasher, hashingStream, type RowHashResult } from './row-hash/row-hasher.js';
-import { withCanonicalSettings } from './session-settings.js';
+import { withCanonicalEveryRowSettings } from './session-settings.js';
 
 export const CONTENT_HASH_ALGORITHM = ROW_HASH_ALGORITHM;
 export const LEGACY_MD5_ALGORITHM = 'sum-md5-int64/v1';
@@ -42,17 +42,23 @@ export interface RowSource {
   from: string;
   /** pg_class.relkind: r, p, m, f or v. */
   relkind: string;
+  /**
+   * Row-level security applies to the connected role on this relation (row_security_active):
+   * policies would hide rows from it, and a read with row_security = off fails.
+   */
+  rowSecurityApplies: boolean;
 }
 
 export async function rowSource(client: pg.ClientBase, relation: QualifiedName): Promise<RowSource> {
-  const { rows } = await client.query<{ relkind: string }>(
-    `SELECT c.relkind::text AS relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  const { rows } = await client.query<{ relkind: string; row_security: boolean }>(
+    `SELECT c.relkind::text AS relkind, pg_catalog.row_security_active(c.oid) AS row_security
+       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'm', 'f', 'v')`,
     [relation.schema, relation.table],
   );
-  const relkind = rows[0]?.relkind;
-  if (!relkind) throw new NotFoundError(`table ${displayName(relation)} does not exist`, { hint: 'check the schema and table name (quote names with capitals: "My Table")' });
-  return { from: relkind === 'r' ? `ONLY ${quoteQualified(relation)}` : quoteQualified(relation), relkind };
+  const row = rows[0];
+  if (!row) throw new NotFoundError(`table ${displayName(relation)} does not exist`, { hint: 'check the schema and table name (quote names with capitals: "My Table")' });
+  return { from: row.relkind === 'r' ? `ONLY ${quoteQualified(relation)}` : quoteQualified(relation), relkind: row.relkind, rowSecurityApplies: row.row_security };
 }
 
 /** The FROM target of rowSource. */
@@ -80,19 +86,19 @@ async function hashCopyOut(client: pg.ClientBase, copySql: string): Promise<RowH
 
 /**
  * The content hash of a relation's rows as the current transaction sees them, read with COPY
- * under the canonical settings. `columns` (names, in the snapshot's order) defaults to every
- * column in attnum order.
+ * under the canonical settings and row_security = off (every row, or an error). `columns`
+ * (names, in the snapshot's order) defaults to every column in attnum order.
  */
 export async function contentHash(client: pg.ClientBase, relation: QualifiedName, columns?: readonly string[]): Promise<ContentHash> {
   const source = await rowSourceSql(client, relation);
-  const result = await withCanonicalSettings(client, () => hashCopyOut(client, copyOutSql(source, columns)));
+  const result = await withCanonicalEveryRowSettings(client, () => hashCopyOut(client, copyOutSql(source, columns)));
   return contentHashOf(result);
 }
 
 /** The v1 hash (sum of md5(t::text) prefixes), for snapshots captured before v2. */
 export async function legacyContentHash(client: pg.ClientBase, relation: QualifiedName): Promise<ContentHash> {
   const source = await rowSourceSql(client, relation);
-  return withCanonicalSettings(client, async () => {
+  return withCanonicalEveryRowSettings(client, async () => {
     const { rows } = await client.query<{ row_count: string; hash_value: string }>(
       `SELECT pg_catalog.count(*)::bigint AS row_count,
               COALESCE(pg_catalog.sum(('x' || pg_catalog.substr(pg_catalog.md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text AS hash_value

@@ -6,7 +6,7 @@
 import pg from 'pg';
 import { connect, type DatabaseTarget } from '../db/connection.js';
 import { DatabaseError, describeError } from '../errors/index.js';
-import { setCanonicalSettingsLocal } from './session-settings.js';
+import { setCanonicalSettingsLocal, setEveryRowSettingsLocal } from './session-settings.js';
 
 export type DatabaseSource = DatabaseTarget | pg.Pool;
 
@@ -58,7 +58,8 @@ function snapshotLiteral(id: string): string {
 }
 
 /**
- * Run `work` inside a read-only REPEATABLE READ transaction with the canonical session settings.
+ * Run `work` inside a read-only REPEATABLE READ transaction with the canonical session settings
+ * and row_security = off (a table row-level security would filter cannot be read at all).
  * Commits on success; on failure the connection is discarded (it may be in the middle of a COPY).
  */
 export async function inSnapshotTransaction<T>(
@@ -99,6 +100,8 @@ export async function inSnapshotTransaction<T>(
     // A long capture must not be cut off by the role's defaults; the caller's signal stops it.
     await client.query(`SELECT pg_catalog.set_config('statement_timeout', '0', true), pg_catalog.set_config('idle_in_transaction_session_timeout', '0', true)`);
     await setCanonicalSettingsLocal(client);
+    // Every row or an error: a policy that would hide rows from this role makes the read fail.
+    await setEveryRowSettingsLocal(client);
     const result = await work(client);
     await client.query('COMMIT');
     ok = true;

@@ -77,6 +77,25 @@ describe('backstop install / uninstall', () => {
     expect(await backstopObjects(client)).toEqual(before);
   });
 
+  it("says what the agent's login role needs when tables use row-level security", async () => {
+    const client = await db.client();
+    const { roles, dropRoles: dropAgent } = await createLoginRoles(db, ['agent'], { agent: ['backstop_agent'] });
+    try {
+      await client.query(`CREATE TABLE public.tenants (id int); ALTER TABLE public.tenants ENABLE ROW LEVEL SECURITY`);
+      const result = await install(client);
+      expect(result.rowSecurity.tables).toEqual(['public.tenants']);
+      // Roles are cluster-wide: other files' agent roles may be listed too.
+      expect(result.rowSecurity.agentLoginGaps).toContainEqual({ role: roles.agent, tables: ['public.tenants'] });
+      const again = await cli(['install', '--db', db.url]);
+      expect(again.stdout + again.stderr).toContain(`ALTER ROLE ${roles.agent} BYPASSRLS;`);
+      await client.query(`ALTER ROLE ${roles.agent} BYPASSRLS`);
+      expect((await install(client)).rowSecurity.agentLoginGaps.map((gap) => gap.role)).not.toContain(roles.agent);
+    } finally {
+      await client.query(`ALTER TABLE IF EXISTS public.tenants DISABLE ROW LEVEL SECURITY`);
+      await dropAgent();
+    }
+  });
+
   it('install as a non-superuser fails with one clear line and changes nothing', async () => {
     const asPlain = new pg.Client({ connectionString: empty.urlAs(plainRole) });
     await asPlain.connect();

@@ -1,9 +1,28 @@
 /** `backstop install` and `backstop uninstall`. */
 import type { Command } from 'commander';
 import { connect, resolveDatabase } from '../../db/connection.js';
-import { install, installScript, uninstall } from '../../install/install.js';
-import { createLogger } from '../../log/logger.js';
+import { bypassGrants, someTables } from '../../db/row-security.js';
+import { install, installScript, uninstall, type InstallResult } from '../../install/install.js';
+import { createLogger, type Logger } from '../../log/logger.js';
 import { withDatabaseOption } from '../program.js';
+
+/**
+ * Install does not know which role the agent will log in as. With tables under row-level
+ * security it says what that role needs, and names the agent login roles that lack it.
+ */
+function reportRowSecurity(logger: Logger, result: InstallResult): void {
+  const { tables, agentLoginGaps } = result.rowSecurity;
+  if (tables.length === 0) return;
+  if (agentLoginGaps.length > 0) {
+    logger.warn(`row-level security would stop the agent's login role(s) ${agentLoginGaps.map((gap) => gap.role).join(', ')} from capturing ${someTables(tables)}`, {
+      hint: `as a superuser run: ${bypassGrants(agentLoginGaps)} (BYPASSRLS is a role attribute: membership in backstop_agent does not carry it)`,
+    });
+    return;
+  }
+  logger.info(`${tables.length} table(s) use row-level security (${someTables(tables)}): the agent's login role needs BYPASSRLS to capture them`, {
+    hint: 'as a superuser run: ALTER ROLE <agent login role> BYPASSRLS; (membership in backstop_agent does not carry it; without it those tables are not captured and their DROP/ALTER is denied)',
+  });
+}
 
 export function registerInstallCommands(program: Command): void {
   withDatabaseOption(program.command('install'))
@@ -21,6 +40,10 @@ export function registerInstallCommands(program: Command): void {
         const result = await install(client, { logger });
         if (result.applied.length === 0) logger.info(`Backstop is already installed and up to date in ${target.description}`);
         else logger.info(`installed Backstop into ${target.description}`, { migrations: result.applied });
+        if (result.repaired.length > 0) {
+          logger.warn('put back parts of the guard that were missing or switched off', { repaired: result.repaired, hint: 'find out who removed them; backstop doctor checks them' });
+        }
+        reportRowSecurity(logger, result);
         if (!result.dblink) {
           logger.warn('dblink is not available: guarded statements cannot file requests by themselves', {
             hint: 'install the postgresql contrib package (CREATE EXTENSION dblink) and rerun install, or file requests first with SELECT backstop.request($$...$$)',
