@@ -25,7 +25,7 @@
 -- refused; tables created by CREATE SCHEMA ... CREATE TABLE (and CREATE EXTENSION) get the
 -- TRUNCATE guard.
 --
--- Replaced here: backstop._alter_loses_data(text) and backstop._pause_targets (0002),
+-- Replaced here: backstop._no_agent_reason (0004), backstop._alter_loses_data(text) and backstop._pause_targets (0002),
 -- backstop._guard_statement (0003), backstop._guard_truncate, backstop.guard_dropped_objects,
 -- backstop.guard_rewrite, backstop._withdraw_consumed_approvals (0002), backstop.guard_new_tables
 -- (0003), the view backstop.requests (0001). Dropped: backstop._obtain_approval(6 arguments),
@@ -215,10 +215,56 @@ AS $fn$
    WHERE item.kind <> 'truncate'
 $fn$;
 
+-- Why no agent is available for new work (one line), or null while one is: connected, fresh
+-- and not shutting down. The common tail of the two questions below (from 0004's
+-- _no_agent_reason, which is replaced to use it).
+CREATE FUNCTION backstop._no_available_agent_reason() RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+DECLARE
+  disconnected text;
+BEGIN
+  IF EXISTS (SELECT FROM backstop.agents a WHERE a.available) THEN
+    RETURN NULL;
+  END IF;
+  IF EXISTS (SELECT FROM backstop.agents a WHERE a.connected AND a.fresh AND a.gone_at IS NOT NULL) THEN
+    RETURN 'the Backstop agent is shutting down and no other agent is running';
+  END IF;
+  SELECT a.agent_id INTO disconnected FROM backstop.agents a WHERE a.fresh AND NOT a.connected ORDER BY a.last_seen DESC LIMIT 1;
+  IF disconnected IS NOT NULL THEN
+    RETURN format('the Backstop agent %s is no longer connected to the database (its process ended) and no other agent is running', disconnected);
+  END IF;
+  RETURN format('no Backstop agent is running (no heartbeat in the last %s)',
+                backstop._describe_interval((backstop._settings()).max_heartbeat_age));
+END
+$fn$;
+
+-- Why no agent can answer request_id, or null while one can (see 0004). Replaces
+-- backstop._no_agent_reason (0004) with the same answers, its tail shared with completions.
+CREATE OR REPLACE FUNCTION backstop._no_agent_reason(request_id bigint) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+DECLARE
+  request record;
+BEGIN
+  PERFORM pg_stat_clear_snapshot();
+  SELECT r.status, r.agent_id INTO request FROM backstop.request_log r WHERE r.id = _no_agent_reason.request_id;
+  IF NOT FOUND OR backstop._is_final(request.status) THEN
+    RETURN NULL;
+  END IF;
+  IF request.status <> 'pending'
+     AND EXISTS (SELECT FROM backstop.agents a WHERE a.agent_id = request.agent_id AND a.connected AND a.fresh) THEN
+    RETURN NULL;
+  END IF;
+  RETURN backstop._no_available_agent_reason();
+END
+$fn$;
+
 -- Why no agent can finish completion `completion_id` (one line), or null while one can: the agent
 -- completing it is still connected with a fresh heartbeat, or some agent is available (the
--- leader takes a requested completion, and takes over one whose agent is gone). Read from the
--- server's own view of the agents' sessions (backstop.agents.connected, 0004); null when the
+-- leader takes a requested completion, and takes over one whose agent is gone). Null when the
 -- completion is already finished.
 CREATE FUNCTION backstop._no_completer_reason(completion_id bigint) RETURNS text
 LANGUAGE plpgsql
@@ -226,7 +272,6 @@ SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
 DECLARE
   completion record;
-  disconnected text;
 BEGIN
   PERFORM pg_stat_clear_snapshot();
   SELECT c.status, c.agent_id INTO completion FROM backstop.image_completions c WHERE c.id = _no_completer_reason.completion_id;
@@ -237,14 +282,7 @@ BEGIN
      AND EXISTS (SELECT FROM backstop.agents a WHERE a.agent_id = completion.agent_id AND a.connected AND a.fresh) THEN
     RETURN NULL;
   END IF;
-  IF EXISTS (SELECT FROM backstop.agents a WHERE a.available) THEN
-    RETURN NULL;
-  END IF;
-  SELECT a.agent_id INTO disconnected FROM backstop.agents a WHERE a.fresh AND NOT a.connected ORDER BY a.last_seen DESC LIMIT 1;
-  IF disconnected IS NOT NULL THEN
-    RETURN format('the Backstop agent %s is no longer connected to the database (its process ended) and no other agent is running', disconnected);
-  END IF;
-  RETURN 'no Backstop agent is running';
+  RETURN backstop._no_available_agent_reason();
 END
 $fn$;
 
@@ -1062,7 +1100,7 @@ DROP FUNCTION backstop._find_approved_request(text);
 DROP FUNCTION backstop._alter_loses_data(text);
 
 -- New functions are executable by PUBLIC by default: none of these is for everyone.
-REVOKE ALL ON FUNCTION backstop._is_coverage_item(jsonb), backstop._no_completer_reason(bigint), backstop.agent_set_coverage(bigint, jsonb),
+REVOKE ALL ON FUNCTION backstop._is_coverage_item(jsonb), backstop._no_completer_reason(bigint), backstop._no_available_agent_reason(), backstop.agent_set_coverage(bigint, jsonb),
                        backstop._is_covered(text, oid, integer), backstop._statement_covers(oid[]),
                        backstop._covering_request(text, oid), backstop._find_approved_request(text, oid[]),
                        backstop._consume(bigint, text, text), backstop._tables_read_by_agent(jsonb),
