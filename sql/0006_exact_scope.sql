@@ -33,6 +33,64 @@
 -- backstop._find_approved_request(text) (0002).
 
 -------------------------------------------------------------------------------------------------
+-- The loopback reaches this database, and is given back by every entry point
+-------------------------------------------------------------------------------------------------
+
+-- The session's loopback connection name, connected and checked to reach this very database (the
+-- far end must hold the same attach secret: a loopback_conninfo naming another database would
+-- otherwise show that database's committed state as this one's). Reused across calls; reconnected
+-- when the other end went away. Null when dblink is not installed. Replaces backstop._loopback (0001).
+CREATE OR REPLACE FUNCTION backstop._loopback() RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+DECLARE
+  dblink_schema text := backstop._dblink_schema();
+  connection_name constant text := 'backstop_loopback';
+  open_connections text[];
+  far_secret text;
+BEGIN
+  IF dblink_schema IS NULL THEN
+    RETURN NULL;
+  END IF;
+  EXECUTE format('SELECT %I.dblink_get_connections()', dblink_schema) INTO open_connections;
+  IF connection_name = ANY (coalesce(open_connections, '{}')) THEN
+    BEGIN
+      -- Probe with a statement that returns no rows: dblink_exec refuses ones that do, and a
+      -- failing probe would replace the connection on every call (losing its LISTEN).
+      EXECUTE format('SELECT %I.dblink_exec($1, $2)', dblink_schema) USING connection_name, 'SET search_path = pg_catalog, backstop, pg_temp';
+      RETURN connection_name;
+    EXCEPTION WHEN OTHERS THEN
+      EXECUTE format('SELECT %I.dblink_disconnect($1)', dblink_schema) USING connection_name;
+    END;
+  END IF;
+  BEGIN
+    EXECUTE format('SELECT %I.dblink_connect($1, $2)', dblink_schema) USING connection_name, backstop._loopback_conninfo();
+  EXCEPTION WHEN OTHERS THEN
+    RAISE EXCEPTION 'Backstop could not open its loopback connection to this database: %', SQLERRM
+      USING ERRCODE = 'BS004',
+            HINT = format('allow local connections as %s (pg_hba.conf; max_connections), or set backstop.settings.loopback_conninfo; '
+                          'meanwhile file requests ahead with SELECT backstop.request($$...$$)', quote_ident(current_user));
+  END;
+  BEGIN
+    EXECUTE format('SELECT t.secret FROM %I.dblink($1, $2) AS t(secret text)', dblink_schema)
+      INTO far_secret USING connection_name, 'SELECT secret FROM backstop.attach_secret';
+  EXCEPTION WHEN OTHERS THEN
+    far_secret := NULL;
+  END;
+  IF far_secret IS DISTINCT FROM (SELECT s.secret FROM backstop.attach_secret s) THEN
+    EXECUTE format('SELECT %I.dblink_disconnect($1)', dblink_schema) USING connection_name;
+    RAISE EXCEPTION 'Backstop''s loopback connection does not reach this database (%)', current_database()
+      USING ERRCODE = 'BS004',
+            HINT = 'backstop.settings.loopback_conninfo must name this database and a role that owns Backstop (or a superuser); fix it, or set it to NULL';
+  END IF;
+  EXECUTE format('SELECT %I.dblink_exec($1, $2)', dblink_schema)
+    USING connection_name, 'SET search_path = pg_catalog, backstop, pg_temp';
+  RETURN connection_name;
+END
+$fn$;
+
+-------------------------------------------------------------------------------------------------
 -- Coverage
 -------------------------------------------------------------------------------------------------
 
@@ -86,19 +144,21 @@ END
 $fn$;
 COMMENT ON FUNCTION backstop.agent_set_coverage(bigint, jsonb) IS 'Agent: what an approval of this request allows (kind, table, column items)';
 
--- Did a request consumed by the running statement cover this (kind, table[, column])? A dropped
--- table's columns go with it. Read locally: the consumption rows were inserted by this very
+-- Did a request consumed by the running statement cover this (kind, table[, column])? Kinds
+-- never stand in for one another (a drop table item does not cover dropping a column of a table
+-- that stays). Read locally: the consumption rows were inserted by this very
 -- transaction, scoped to this statement by statement_timestamp().
-CREATE FUNCTION backstop._is_covered(kind text, relid oid, attnum integer DEFAULT NULL) RETURNS boolean
+CREATE FUNCTION backstop._is_covered(kind text, relid oid, attnum integer DEFAULT NULL, in_this_statement boolean DEFAULT true)
+RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
   SELECT EXISTS (
     SELECT FROM backstop.request_consumptions c, jsonb_to_recordset(c.coverage) AS item(kind text, relid oid, attnum integer)
      WHERE c.txid = txid_current_if_assigned()
-       AND c.statement_started_at = statement_timestamp()
+       AND (NOT in_this_statement OR c.statement_started_at = statement_timestamp())
        AND item.relid = _is_covered.relid
-       AND (item.kind = _is_covered.kind OR (_is_covered.kind = 'drop column' AND item.kind = 'drop table'))
+       AND item.kind = _is_covered.kind
        AND (_is_covered.attnum IS NULL OR item.attnum IS NULL OR item.attnum = _is_covered.attnum))
 $fn$;
 
@@ -621,7 +681,7 @@ $fn$;
 
 -- Was this column added by the running transaction (so dropping it loses no committed data)?
 -- True when the table is new here, or when the committed catalog (read through the loopback, a
--- separate session) has no live column with this attnum. Without dblink: no (pause).
+-- separate session) has the table but no live column with this attnum. Without dblink: no (pause).
 CREATE FUNCTION backstop._column_added_in_this_transaction(relid oid, attnum integer) RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, backstop, pg_temp
@@ -634,7 +694,8 @@ BEGIN
     RETURN false;
   END IF;
   RETURN backstop._loopback_value(format(
-    'SELECT (NOT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = %s AND attnum = %s AND NOT attisdropped))::text',
+    'SELECT (EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = %1$s)
+             AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = %1$s AND attnum = %2$s AND NOT attisdropped))::text',
     relid, attnum))::boolean;
 END
 $fn$;
@@ -822,12 +883,19 @@ BEGIN
   IF backstop._attaching() THEN
     RETURN;
   END IF;
-  relids := backstop._pause_targets(tag, query, caller_search_path);
-  -- Nothing lost, or an earlier statement of this client string already got the approval.
-  IF cardinality(relids) = 0 OR backstop._statement_covers(relids) THEN
-    RETURN;
-  END IF;
-  PERFORM backstop._obtain_approval(tag, query, caller_search_path, relids, true);
+  -- Reading what the statement loses may use the loopback (columns of this transaction): it is
+  -- given back on every way out, so no superuser connection is left in the caller's session.
+  BEGIN
+    relids := backstop._pause_targets(tag, query, caller_search_path);
+    -- Nothing lost, or an earlier statement of this client string already got the approval.
+    IF cardinality(relids) > 0 AND NOT backstop._statement_covers(relids) THEN
+      PERFORM backstop._obtain_approval(tag, query, caller_search_path, relids, true);
+    END IF;
+  EXCEPTION WHEN OTHERS OR query_canceled THEN
+    PERFORM backstop._loopback_release();
+    RAISE;
+  END;
+  PERFORM backstop._loopback_release();
 END
 $fn$;
 
@@ -858,7 +926,8 @@ END
 $fn$;
 
 -- The guarded tables whose columns store a value of this composite type (pg_class oid of the
--- type's relation), directly or inside an array, domain, range or another composite: the columns
+-- type's relation), directly or inside an array, domain, range, multirange or the row type of
+-- another relation (a composite type, a table, a view): the columns
 -- whose stored values ALTER TYPE ... DROP ATTRIBUTE would change. Tables this transaction
 -- created are left out.
 CREATE FUNCTION backstop._columns_storing_composite(type_relid oid) RETURNS text[]
@@ -872,8 +941,9 @@ AS $fn$
       JOIN pg_type u ON u.typelem = types.typid AND u.typcategory = 'A'
                      OR u.typbasetype = types.typid
                      OR u.oid IN (SELECT r.rngtypid FROM pg_range r WHERE r.rngsubtype = types.typid)
-                     OR u.typrelid IN (SELECT a.attrelid FROM pg_attribute a JOIN pg_class k ON k.oid = a.attrelid
-                                        WHERE a.atttypid = types.typid AND k.relkind = 'c' AND NOT a.attisdropped)
+                     OR u.oid IN (SELECT r.rngmultitypid FROM pg_range r WHERE r.rngtypid = types.typid)
+                     OR u.typrelid IN (SELECT a.attrelid FROM pg_attribute a
+                                        WHERE a.atttypid = types.typid AND a.attnum > 0 AND NOT a.attisdropped)
   )
   SELECT array_agg(format('%s.%I', a.attrelid::regclass, a.attname) ORDER BY a.attrelid, a.attnum)
     FROM pg_attribute a JOIN types ON a.atttypid = types.typid
@@ -934,6 +1004,7 @@ BEGIN
     anything_consumed := EXISTS (SELECT FROM backstop.request_consumptions c
                                   WHERE c.txid = txid_current_if_assigned() AND c.statement_started_at = statement_timestamp());
     PERFORM backstop._withdraw_consumed_approvals(format('the statement also dropped %s %s, which the approval does not cover', dropped.object_type, dropped.object_identity));
+    PERFORM backstop._loopback_release();
     RAISE EXCEPTION 'Backstop refused %: % % would be dropped without an approved request covering it',
         tg_tag, dropped.object_type, dropped.object_identity
       USING ERRCODE = 'BS005',
@@ -941,12 +1012,40 @@ BEGIN
                         THEN 'run the statement as a single top-level statement so Backstop can pause it for approval, or file it first with SELECT backstop.request($$...$$)'
                         ELSE 'the approved request does not cover it (a CASCADE reaching further?): name every table in the statement and run it again' END;
   END LOOP;
+  PERFORM backstop._loopback_release();
+END
+$fn$;
+
+-- The columns of relid whose type or modifier differs from the committed catalog (read through
+-- the loopback): what this statement, or an earlier one of this transaction, retyped. Columns
+-- the transaction added are not among them. Null without dblink (nothing can be compared).
+CREATE FUNCTION backstop._retyped_columns(relid oid) RETURNS integer[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+DECLARE
+  committed jsonb;
+BEGIN
+  IF backstop._dblink_schema() IS NULL THEN
+    RETURN NULL;
+  END IF;
+  committed := backstop._loopback_value(format(
+    'SELECT coalesce(jsonb_agg(jsonb_build_array(attnum, atttypid, atttypmod)), ''[]'')::text
+       FROM pg_catalog.pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped', relid))::jsonb;
+  RETURN ARRAY(SELECT a.attnum::integer
+                 FROM pg_attribute a JOIN jsonb_array_elements(committed) AS c(col) ON (c.col->>0)::integer = a.attnum
+                WHERE a.attrelid = _retyped_columns.relid AND NOT a.attisdropped
+                  AND ((c.col->>1)::oid <> a.atttypid OR (c.col->>2)::integer <> a.atttypmod)
+                ORDER BY a.attnum);
 END
 $fn$;
 
 -- table_rewrite, authoritative: a column type change that rewrites a table must be covered by an
--- ALTER COLUMN TYPE approval consumed by this very statement. (Rewrites for SET LOGGED / UNLOGGED,
--- volatile defaults or access methods keep the data and pass.) Replaces backstop.guard_rewrite (0002).
+-- ALTER COLUMN TYPE approval consumed by this very statement, and every column whose type now
+-- differs from the committed one by an item for that column (an approved change of one column
+-- never covers another's, e.g. by a function in the same string). Rewrites for SET LOGGED /
+-- UNLOGGED, volatile defaults or access methods keep the data and pass.
+-- Replaces backstop.guard_rewrite (0002).
 CREATE OR REPLACE FUNCTION backstop.guard_rewrite() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, backstop, pg_temp
@@ -954,16 +1053,26 @@ AS $fn$
 DECLARE
   relid oid := pg_event_trigger_table_rewrite_oid();
   column_rewrite constant integer := 4;  -- AT_REWRITE_COLUMN_REWRITE
+  uncovered text;
 BEGIN
   IF pg_event_trigger_table_rewrite_reason() & column_rewrite = 0 OR NOT backstop._needs_approval(relid) THEN
     RETURN;
   END IF;
-  IF NOT backstop._is_covered('alter column type', relid) THEN
-    PERFORM backstop._withdraw_consumed_approvals(format('the statement also rewrote %s, which the approval does not cover', relid::regclass));
-    RAISE EXCEPTION 'Backstop refused %: changing a column type rewrites %, and no approved request covers it', tg_tag, relid::regclass
-      USING ERRCODE = 'BS005',
-            HINT = 'run the ALTER TABLE as a single top-level statement so Backstop can pause it for approval, or file it first with SELECT backstop.request($$...$$)';
+  IF backstop._is_covered('alter column type', relid) THEN
+    SELECT string_agg(quote_ident(a.attname), ', ') INTO uncovered
+      FROM unnest(coalesce(backstop._retyped_columns(relid), '{}')) AS r(attnum)
+      JOIN pg_attribute a ON a.attrelid = relid AND a.attnum = r.attnum
+     WHERE NOT backstop._is_covered('alter column type', relid, r.attnum, false);
   END IF;
+  IF NOT backstop._is_covered('alter column type', relid) OR uncovered IS NOT NULL THEN
+    PERFORM backstop._withdraw_consumed_approvals(format('the statement also rewrote %s, which the approval does not cover', relid::regclass));
+    PERFORM backstop._loopback_release();
+    RAISE EXCEPTION 'Backstop refused %: changing % rewrites %, and no approved request covers it',
+        tg_tag, coalesce('the type of column(s) ' || uncovered, 'a column type'), relid::regclass
+      USING ERRCODE = 'BS005',
+            HINT = 'run the ALTER TABLE as a single top-level statement naming every column it changes so Backstop can pause it for approval, or file it first with SELECT backstop.request($$...$$)';
+  END IF;
+  PERFORM backstop._loopback_release();
 END
 $fn$;
 
@@ -983,9 +1092,24 @@ BEGIN
   IF NOT backstop._needs_approval(relid) THEN
     RETURN;
   END IF;
+  -- The copy is read with this transaction's snapshot. Under REPEATABLE READ / SERIALIZABLE that
+  -- snapshot predates the TRUNCATE's lock: rows other sessions committed since would be emptied
+  -- without being in the image.
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION 'Backstop refused TRUNCATE of %: in a % transaction its before-image would miss rows committed after the transaction began',
+        relid::regclass, upper(current_setting('transaction_isolation'))
+      USING ERRCODE = 'BS004',
+            HINT = 'run the TRUNCATE in a READ COMMITTED transaction (the default), then it pauses for approval as usual';
+  END IF;
   covering := backstop._covering_request('truncate', relid);
   IF covering IS NULL THEN
-    PERFORM backstop._obtain_approval('TRUNCATE TABLE', query, caller_search_path, ARRAY[relid], false);
+    BEGIN
+      PERFORM backstop._obtain_approval('TRUNCATE TABLE', query, caller_search_path, ARRAY[relid], false);
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+      PERFORM backstop._loopback_release();
+      RAISE;
+    END;
+    PERFORM backstop._loopback_release();
     covering := backstop._covering_request('truncate', relid);
   END IF;
   IF covering IS NULL THEN
@@ -1101,7 +1225,7 @@ DROP FUNCTION backstop._alter_loses_data(text);
 
 -- New functions are executable by PUBLIC by default: none of these is for everyone.
 REVOKE ALL ON FUNCTION backstop._is_coverage_item(jsonb), backstop._no_completer_reason(bigint), backstop._no_available_agent_reason(), backstop.agent_set_coverage(bigint, jsonb),
-                       backstop._is_covered(text, oid, integer), backstop._statement_covers(oid[]),
+                       backstop._is_covered(text, oid, integer, boolean), backstop._statement_covers(oid[]),
                        backstop._covering_request(text, oid), backstop._find_approved_request(text, oid[]),
                        backstop._consume(bigint, text, text), backstop._tables_read_by_agent(jsonb),
                        backstop._await_completion(bigint, bigint, interval), backstop._fail_completion(bigint, text),
@@ -1112,7 +1236,7 @@ REVOKE ALL ON FUNCTION backstop._is_coverage_item(jsonb), backstop._no_completer
                        backstop._split_subcommands(text), backstop._identifier_value(text), backstop._attnum(oid, text),
                        backstop._column_added_in_this_transaction(oid, integer),
                        backstop._type_change_is_lossless(oid, integer, text, text),
-                       backstop._alter_loses_data(oid, text, text), backstop._columns_storing_composite(oid)
+                       backstop._alter_loses_data(oid, text, text), backstop._columns_storing_composite(oid), backstop._retyped_columns(oid)
   FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION backstop.agent_set_coverage(bigint, jsonb),
                           backstop.agent_claim_completion(bigint, text),

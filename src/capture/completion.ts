@@ -105,6 +105,27 @@ async function unlockedTables(db: Queryable, pid: number, tables: string[]): Pro
   };
 }
 
+/**
+ * Tables the request covers (for anything but TRUNCATE) whose rows are in none of its images: an
+ * image of a partitioned table holds its partitions as they are now (under the requester's lock,
+ * none can be detached any more), any other image only its own table.
+ */
+async function coveredWithoutImage(db: Queryable, requestId: string, imaged: string[]): Promise<string[]> {
+  const { rows } = await db.query<{ name: string }>(
+    `WITH RECURSIVE held(relid) AS (
+        SELECT pg_catalog.to_regclass(name)::oid FROM unnest($2::text[]) AS name
+        UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN held ON i.inhparent = held.relid
+                JOIN pg_catalog.pg_class c ON c.oid = held.relid WHERE c.relkind = 'p')
+     SELECT DISTINCT item.relid::regclass::text AS name
+       FROM backstop.request_log r, jsonb_to_recordset(r.coverage) AS item(kind text, relid oid)
+      WHERE r.id = $1::bigint AND item.kind <> 'truncate'
+        AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = item.relid)
+        AND item.relid NOT IN (SELECT relid FROM held WHERE relid IS NOT NULL)`,
+    [requestId, imaged],
+  );
+  return rows.map((row) => row.name);
+}
+
 export class ImageCompleter {
   private readonly options: ImageCompleterOptions;
 
@@ -162,6 +183,10 @@ export class ImageCompleter {
     for (const manifest of manifests) {
       signal.throwIfAborted();
       completed.push(await this.completeImage(manifest, completion, signal, log));
+    }
+    const unimaged = await coveredWithoutImage(db, completion.request_id, tables);
+    if (unimaged.length > 0) {
+      throw new SnapshotError(`the request covers ${unimaged.join(', ')}, whose rows no before-image holds (detached from a partitioned table since the request was filed?); file the statement again`);
     }
     return completed;
   }

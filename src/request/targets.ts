@@ -148,7 +148,11 @@ export async function resolveTargets(db: Queryable, operations: CriticalOperatio
   const coverage = new Map<string, CoverageItem>();
   const problems: string[] = [];
   const add = (row: RelationRow, origin: TargetOrigin): boolean => {
-    if (targets.has(row.oid)) return false;
+    const known = targets.get(row.oid);
+    // A table the statement names is imaged on its own, even when it was first reached as a
+    // partition of another (it may be detached before the statement runs).
+    if (known && origin === 'named') known.origin = 'named';
+    if (known) return false;
     targets.set(row.oid, { oid: row.oid, schema: row.schema, table: row.table, origin, partition: row.partition });
     return true;
   };
