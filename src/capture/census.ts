@@ -103,28 +103,47 @@ export async function takeCensus(
   return { ...bounds, relations, midVersions, columns: await columnFingerprint(client, relid) };
 }
 
-export type CensusVerdict = { unchanged: true } | { unchanged: false; reason: string };
+export type CensusVerdict =
+  | { unchanged: true }
+  /** Rows were only added: every version the capture saw is still there. `added` selects the new ones. */
+  | { unchanged: false; added: true; reason: string }
+  | { unchanged: false; added: false; reason: string };
 
 /**
  * Does `later` (taken in a snapshot after every writer stopped) prove the table holds exactly
- * the rows the capture behind `earlier` saw? Pure: the reason says what differs.
+ * the rows the capture behind `earlier` saw — or those plus rows added since? Pure: the reason says
+ * what differs.
  */
 export function compareCensus(earlier: RowCensus, later: RowCensus): CensusVerdict {
-  if (earlier.xmin32 !== later.xmin32 || earlier.span !== later.span) return { unchanged: false, reason: 'the censuses were taken with different boundaries' };
-  if (earlier.columns !== later.columns) return { unchanged: false, reason: 'the columns changed' };
-  if (earlier.midVersions === null || later.midVersions === null) return { unchanged: false, reason: 'too many row versions from the capture\'s in-flight window to compare' };
+  const changed = (reason: string): CensusVerdict => ({ unchanged: false, added: false, reason });
+  if (earlier.xmin32 !== later.xmin32 || earlier.span !== later.span) return changed('the censuses were taken with different boundaries');
+  if (earlier.columns !== later.columns) return changed('the columns changed');
+  if (earlier.midVersions === null || later.midVersions === null) return changed('too many row versions from the capture\'s in-flight window to compare');
+  let newer = 0;
   const relids = new Set([...Object.keys(earlier.relations), ...Object.keys(later.relations)]);
   for (const relid of relids) {
     const before = earlier.relations[relid] ?? { old: 0, mid: 0, newer: 0 };
     const after = later.relations[relid] ?? { old: 0, mid: 0, newer: 0 };
-    if (before.newer > 0) return { unchanged: false, reason: 'the capture saw row versions it cannot place (frozen long ago)' };
-    if (after.newer > 0) return { unchanged: false, reason: `${after.newer} row version(s) written since the capture` };
-    if (after.old !== before.old) return { unchanged: false, reason: `${before.old - after.old} row(s) updated or deleted since the capture` };
+    if (before.newer > 0) return changed('the capture saw row versions it cannot place (frozen long ago)');
+    if (after.old !== before.old) return changed(`${Math.abs(before.old - after.old)} row(s) updated or deleted since the capture (or moved between relations)`);
+    newer += after.newer;
   }
-  const a = earlier.midVersions;
-  const b = later.midVersions;
-  if (a.length !== b.length || a.some((version, index) => version !== b[index])) {
-    return { unchanged: false, reason: 'rows of transactions in flight during the capture changed' };
-  }
-  return { unchanged: true };
+  const seen = new Set(earlier.midVersions);
+  const kept = later.midVersions.filter((version) => seen.has(version));
+  if (kept.length !== earlier.midVersions.length) return changed('rows of transactions in flight during the capture were updated or deleted');
+  const addedMid = later.midVersions.length - kept.length;
+  if (newer === 0 && addedMid === 0) return { unchanged: true };
+  return { unchanged: false, added: true, reason: `${newer + addedMid} row(s) written since the capture` };
+}
+
+/**
+ * The SQL condition (over the alias `t` of the census's FROM target) that selects the row
+ * versions a later census finds and `earlier` did not: newer ones, and mid ones it did not see.
+ * Only numbers and the census's own version identities reach it (quoted as a literal).
+ */
+export function addedRowsCondition(earlier: RowCensus, quoteLiteral: (value: string) => string): string {
+  const version = `t.tableoid::oid::text || ':' || t.ctid::text || ':' || t.xmin::text`;
+  const cls = `((t.xmin::text::bigint - ${Math.trunc(earlier.xmin32)}) & 4294967295)`;
+  const seen = `{${(earlier.midVersions ?? []).map((v) => `"${v}"`).join(',')}}`;
+  return `(${cls} >= ${Math.trunc(earlier.span)} AND ${cls} < 2147483648) OR (${cls} < ${Math.trunc(earlier.span)} AND (${version}) <> ALL (${quoteLiteral(seen)}::text[]))`;
 }

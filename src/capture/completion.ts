@@ -13,19 +13,19 @@
  * completion with a reason, and the statement is refused: it never proceeds on a stale image.
  */
 import { Readable } from 'node:stream';
-import type pg from 'pg';
+import pg from 'pg';
 import { quoteQualified } from '../db/identifiers.js';
 import { describeError, SnapshotError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import { verifyStoredChecksum } from '../gate/checksum.js';
 import type { Queryable } from '../request/targets.js';
-import { captureTable } from '../snapshot/capture.js';
-import { rowSource } from '../snapshot/content-hash.js';
+import { capturePart, captureTable } from '../snapshot/capture.js';
+import { addContentHashes, rowSource } from '../snapshot/content-hash.js';
 import { inSnapshotTransaction } from '../snapshot/database-session.js';
 import { manifestKeyForData } from '../snapshot/layout.js';
-import { readManifest, serializeManifest, type Manifest } from '../snapshot/manifest.js';
+import { MANIFEST_FORMAT_WITH_PARTS, readManifest, serializeManifest, type Manifest } from '../snapshot/manifest.js';
 import type { Storage } from '../storage/storage.js';
-import { compareCensus, currentSnapshot, takeCensus, type CensusVerdict } from './census.js';
+import { addedRowsCondition, compareCensus, currentSnapshot, takeCensus, type CensusVerdict, type RowCensus } from './census.js';
 import type { CaptureSlots } from './slots.js';
 
 /** A completion as the agent reads it from backstop.image_completions. */
@@ -41,7 +41,7 @@ export interface CompletionRow {
 export interface CompletedImage {
   table: string;
   snapshot_id: string;
-  how: 'proof' | 'recapture';
+  how: 'proof' | 'delta' | 'recapture';
   reason?: string;
   rows: number;
   ms: number;
@@ -195,7 +195,7 @@ export class ImageCompleter {
     const started = performance.now();
     const table = { schema: manifest.schema, table: manifest.table };
     const census = manifest.as_of?.census;
-    let verdict: CensusVerdict = { unchanged: false, reason: 'the bulk image has no row-version census' };
+    let verdict: CensusVerdict = { unchanged: false, added: false, reason: 'the bulk image has no row-version census' };
     let snapshot = '';
     if (census) {
       ({ verdict, snapshot } = await inSnapshotTransaction(this.options.pool, undefined, async (client) => {
@@ -217,6 +217,18 @@ export class ImageCompleter {
       await this.options.record(proven, true);
       return { table: quoted(manifest), snapshot_id: manifest.snapshot_id, how: 'proof', rows: manifest.row_count, ms: Math.round(performance.now() - started) };
     }
+    if (!verdict.unchanged && verdict.added && census) {
+      const added = await this.addRows(manifest, census, completion, signal, log).catch((error: unknown) => {
+        log.info('the rows written since could not be added as a part; capturing the table again', { table: quoted(manifest), error: describeError(error) });
+        return undefined;
+      });
+      if (added) {
+        return {
+          table: quoted(manifest), snapshot_id: manifest.snapshot_id, how: 'delta', reason: verdict.reason, rows: added.row_count,
+          ms: Math.round(performance.now() - started),
+        };
+      }
+    }
     log.info('before-image is not current; capturing it again under the lock', { table: quoted(manifest), reason: verdict.reason });
     const recaptured = await this.options.slots.run(() => captureTable({
       pool: this.options.pool,
@@ -237,6 +249,60 @@ export class ImageCompleter {
       ms: Math.round(performance.now() - started),
     };
   }
+  /**
+   * Only rows were added since the bulk image (the census proved every row it holds is still
+   * there, unchanged): store just those as a further part of the same snapshot, and rewrite its
+   * manifest (format 3) — the commit point. Writers wait for the added rows only, not for a
+   * second read of the whole table.
+   */
+  private async addRows(manifest: Manifest, census: RowCensus, completion: CompletionRow, signal: AbortSignal, log: Logger): Promise<Manifest> {
+    const key = partKey(manifest);
+    const storedAs = Object.fromEntries(manifest.columns.map((column) => [column.name, column.stored_as === 'text' ? 'text' as const : 'native' as const]));
+    const part = await this.options.slots.run(() => capturePart({
+      pool: this.options.pool,
+      storage: this.options.storage,
+      table: { schema: manifest.schema, table: manifest.table },
+      key,
+      rowFilter: addedRowsCondition(census, (value) => pg.Client.prototype.escapeLiteral(value)),
+      storedAs,
+      census: false,
+      logger: log,
+      signal,
+    }));
+    const { snapshot, census: now } = await inSnapshotTransaction(this.options.pool, undefined, async (client) => {
+      const source = await rowSource(client, { schema: manifest.schema, table: manifest.table });
+      const { rows } = await client.query<{ relid: number }>('SELECT $1::regclass::oid::integer AS relid', [quoted(manifest)]);
+      return { snapshot: await currentSnapshot(client), census: await takeCensus(client, source.from, rows[0]!.relid, census) };
+    }, signal);
+    const completed: Manifest = {
+      ...manifest,
+      format_version: MANIFEST_FORMAT_WITH_PARTS,
+      parts: [...(manifest.parts ?? []), part],
+      row_count: manifest.row_count + part.row_count,
+      content_hash: addContentHashes(manifest.content_hash, part.content_hash),
+      as_of: {
+        ...manifest.as_of!,
+        census: now,
+        completion: { how: 'delta', snapshot, at: new Date().toISOString(), request_id: Number(completion.request_id), completion_id: Number(completion.id) },
+      },
+    };
+    const manifestKey = manifestKeyForData(manifest.parquet_path)!;
+    try {
+      await this.options.storage.put(manifestKey, Readable.from([Buffer.from(serializeManifest(completed))]), { contentType: 'application/json' });
+    } catch (error) {
+      await this.options.storage.delete(key).catch(() => {});
+      throw error;
+    }
+    await this.options.record(completed, true);
+    log.info('rows written since the bulk image added to it', { table: quoted(manifest), rows: part.row_count, part: key });
+    return completed;
+  }
+}
+
+/** The key of a snapshot's next part: beside its main data file. */
+function partKey(manifest: Manifest): string {
+  const base = manifest.parquet_path.replace(/\.parquet$/, '');
+  return `${base}.part-${(manifest.parts?.length ?? 0) + 1}.parquet`;
 }
 
 function quoted(manifest: Pick<Manifest, 'schema' | 'table'>): string {

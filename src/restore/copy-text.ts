@@ -101,7 +101,9 @@ export interface ParquetCopyReader {
  */
 const READER_THREADS = 1;
 
-export async function openParquetCopyReader(file: string, columns: CopyColumn[]): Promise<ParquetCopyReader> {
+export async function openParquetCopyReader(file: string | string[], columns: CopyColumn[]): Promise<ParquetCopyReader> {
+  // One data file, or a snapshot's main file and its parts: DuckDB reads a list as one relation.
+  const files = typeof file === 'string' ? duckdbString(file) : `[${file.map(duckdbString).join(', ')}]`;
   const instance = await DuckDBInstance.create(':memory:', { threads: String(READER_THREADS), temp_directory: os.tmpdir() });
   let connection: DuckDBConnection | undefined;
   try {
@@ -111,12 +113,12 @@ export async function openParquetCopyReader(file: string, columns: CopyColumn[])
     // Each thread decodes a whole row group; wide rows make big ones (capture aims at 64 MB but
     // never writes fewer than 2048 rows to a group). Room for that, and no more.
     const groups = await connection.runAndReadAll(
-      `SELECT coalesce(max(bytes), 0)::BIGINT AS largest FROM (SELECT sum(total_uncompressed_size) AS bytes FROM parquet_metadata(${duckdbString(file)}) GROUP BY row_group_id)`,
+      `SELECT coalesce(max(bytes), 0)::BIGINT AS largest FROM (SELECT sum(total_uncompressed_size) AS bytes FROM parquet_metadata(${files}) GROUP BY file_name, row_group_id)`,
     );
     const largestRowGroup = Number(groups.getRowsJS()[0]![0]);
     const memoryLimitMb = Math.max(MIN_MEMORY_LIMIT_MB, Math.ceil((READER_THREADS * 3 * largestRowGroup) / MB) + 128);
     await connection.run(`SET memory_limit = '${memoryLimitMb}MB'`);
-    const source = `read_parquet(${duckdbString(file)})`;
+    const source = `read_parquet(${files})`;
     const described = await connection.runAndReadAll(`DESCRIBE SELECT * FROM ${source}`);
     const types = new Map(described.getRowObjectsJS().map((row) => [String(row.column_name), String(row.column_type)]));
     const fields = columns.map((column) => {

@@ -16,7 +16,7 @@ import { openParquetCopyReader, type CopyColumn } from './copy-text.js';
 export interface LoadOptions {
   client: pg.ClientBase;
   manifest: Manifest;
-  file: string;
+  file: string | string[];
   /** Scratch folder for the pipe DuckDB writes the rows into. */
   workDir: string;
   table: QualifiedName;

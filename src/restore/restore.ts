@@ -214,7 +214,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
 
         if (options.dryRun) {
           // Check that every column can be rendered from the file, without loading it.
-          const reader = await openParquetCopyReader(file.path, copyColumnsFor(manifest, plan.copyColumns));
+          const reader = await openParquetCopyReader(file.paths, copyColumnsFor(manifest, plan.copyColumns));
           try {
             const rows = await reader.rowCount();
             if (rows !== manifest.row_count) throw new VerificationError(`snapshot ${manifest.snapshot_id} holds ${rows} rows, its manifest says ${manifest.row_count}`, { hint: 'pick another snapshot' });
@@ -231,7 +231,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         const progress = showProgress
           ? createProgress({ label: `restore ${displayName(target)}`, logger: log, totalRows: manifest.row_count, ...(options.progressStream ? { stream: options.progressStream } : {}) })
           : undefined;
-        const loaded = await loadRows({ client, manifest, file: file.path, workDir: file.workDir, table: plan.build, columns: plan.copyColumns, freeze: manifest.definition.relkind === 'table', ...(progress ? { progress } : {}) });
+        const loaded = await loadRows({ client, manifest, file: file.paths, workDir: file.workDir, table: plan.build, columns: plan.copyColumns, freeze: manifest.definition.relkind === 'table', ...(progress ? { progress } : {}) });
         result.loadMs = Date.now() - loadStarted;
 
         const verification = await verifyRestoredRows(client, manifest, plan.build, plan.copyColumns, loaded);

@@ -13,14 +13,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BackstopError, LocalDiskFullError, NotFoundError, SnapshotError, VerificationError, describeError, isDiskFull } from '../errors/index.js';
-import { checksumHex, type Manifest } from '../snapshot/manifest.js';
+import { checksumHex, dataFiles, type Manifest } from '../snapshot/manifest.js';
+
+type DataFile = ReturnType<typeof dataFiles>[number];
 import { digestOf, digestingStream, type Digest } from '../storage/digest.js';
 import type { Storage } from '../storage/storage.js';
 import { createScratchDir } from '../scratch/scratch-dir.js';
 
 export interface VerifiedDataFile {
-  /** Local path of the verified file: the stored file itself (local folder) or a downloaded copy. */
+  /** Local path of the verified main data file: the stored file itself (local folder) or a downloaded copy. */
   path: string;
+  /** Every verified data file, the main one first (a completed before-image may have parts). */
+  paths: string[];
   /** A scratch folder of this restore's own (DuckDB's pipe goes there). */
   workDir: string;
   size: number;
@@ -49,41 +53,55 @@ export async function fetchVerifiedDataFile(storage: Storage, manifest: Manifest
     throw error;
   }
   const remove = () => rm(dir, { recursive: true, force: true });
-  const inPlace = storage.localFile?.(manifest.parquet_path);
-  const file = inPlace ?? path.join(dir, `${manifest.snapshot_id}.parquet`);
   try {
-    let digest: Digest;
-    try {
-      if (inPlace) {
-        if (!(await storage.head(manifest.parquet_path))) {
-          throw new NotFoundError(`the data file of snapshot ${manifest.snapshot_id} (${inPlace}) does not exist`, {
-            hint: 'it was pruned or moved; pick another snapshot (backstop snapshots list)',
-          });
-        }
-        digest = await digestOf(createReadStream(inPlace, { highWaterMark: READ_CHUNK_BYTES }));
-      } else {
-        const digesting = digestingStream();
-        await pipeline(await storage.get(manifest.parquet_path), digesting, createWriteStream(file, { highWaterMark: READ_CHUNK_BYTES }));
-        digest = digesting.result();
-      }
-    } catch (error) {
-      if (error instanceof BackstopError) throw error;
-      if (isDiskFull(error)) throw diskFull(error, manifest, dir);
-      throw new SnapshotError(`cannot read the data file of snapshot ${manifest.snapshot_id} (${manifest.parquet_path}): ${describeError(error)}`, {
-        cause: error,
-        hint: 'check that the storage is reachable; nothing was restored',
-      });
+    // The main data file, then any parts (rows added when a before-image was completed): each is
+    // checked against the manifest before a single row is read.
+    const verified: Array<{ path: string; size: number; sha256: string }> = [];
+    for (const [index, data] of dataFiles(manifest).entries()) {
+      verified.push(await verifiedFile(storage, manifest, data, index === 0 ? `${manifest.snapshot_id}.parquet` : `${manifest.snapshot_id}.part-${index}.parquet`, dir));
     }
-    const { sha256, size } = digest;
-    if (size !== manifest.size_bytes || sha256 !== checksumHex(manifest)) {
-      throw new VerificationError(
-        `snapshot ${manifest.snapshot_id} is damaged: its data file has ${size} bytes with sha256 ${sha256}, the manifest says ${manifest.size_bytes} bytes with sha256 ${checksumHex(manifest)}`,
-        { hint: 'the file was modified or truncated after capture; nothing was restored — pick another snapshot (backstop snapshots list)' },
-      );
-    }
-    return { path: file, workDir: dir, size, sha256, remove };
+    const main = verified[0]!;
+    return {
+      path: main.path, paths: verified.map((file) => file.path), workDir: dir,
+      size: verified.reduce((sum, file) => sum + file.size, 0), sha256: main.sha256, remove,
+    };
   } catch (error) {
     await remove();
     throw error;
   }
+}
+
+async function verifiedFile(storage: Storage, manifest: Manifest, data: DataFile, name: string, dir: string): Promise<{ path: string; size: number; sha256: string }> {
+  const inPlace = storage.localFile?.(data.parquet_path);
+  const file = inPlace ?? path.join(dir, name);
+  let digest: Digest;
+  try {
+    if (inPlace) {
+      if (!(await storage.head(data.parquet_path))) {
+        throw new NotFoundError(`the data file of snapshot ${manifest.snapshot_id} (${inPlace}) does not exist`, {
+          hint: 'it was pruned or moved; pick another snapshot (backstop snapshots list)',
+        });
+      }
+      digest = await digestOf(createReadStream(inPlace, { highWaterMark: READ_CHUNK_BYTES }));
+    } else {
+      const digesting = digestingStream();
+      await pipeline(await storage.get(data.parquet_path), digesting, createWriteStream(file, { highWaterMark: READ_CHUNK_BYTES }));
+      digest = digesting.result();
+    }
+  } catch (error) {
+    if (error instanceof BackstopError) throw error;
+    if (isDiskFull(error)) throw diskFull(error, manifest, dir);
+    throw new SnapshotError(`cannot read the data file of snapshot ${manifest.snapshot_id} (${data.parquet_path}): ${describeError(error)}`, {
+      cause: error,
+      hint: 'check that the storage is reachable; nothing was restored',
+    });
+  }
+  const { sha256, size } = digest;
+  if (size !== data.size_bytes || sha256 !== checksumHex(data)) {
+    throw new VerificationError(
+      `snapshot ${manifest.snapshot_id} is damaged: its data file ${data.parquet_path} has ${size} bytes with sha256 ${sha256}, the manifest says ${data.size_bytes} bytes with sha256 ${checksumHex(data)}`,
+      { hint: 'the file was modified or truncated after capture; nothing was restored — pick another snapshot (backstop snapshots list)' },
+    );
+  }
+  return { path: file, size, sha256 };
 }

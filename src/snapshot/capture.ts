@@ -67,6 +67,13 @@ export interface CaptureOptions {
   signal?: AbortSignal;
   /** Parent folder for temporary files (default: the OS temp folder). */
   tempDir?: string;
+  /**
+   * Only the rows for which this SQL condition (over the alias `t`) holds: the rows written
+   * since a before-image was captured (capture/completion.ts). Never user input.
+   */
+  rowFilter?: string;
+  /** Store each column as a given earlier image did (`text` or native), so parts of one image agree. */
+  storedAs?: Record<string, 'native' | 'text'>;
   /** Also take a row-version census in the capture's snapshot (before-images: see capture/census.ts). */
   census?: boolean;
   /** Recorded in the manifest's as_of.completion (a before-image captured again to complete it); its snapshot is the capture's. */
@@ -343,7 +350,7 @@ async function captureData(
   const names = parquetNames(columns);
   const plans = columns.map((column, index) => planColumn(column, names[index]!));
   const checks = plans.map(unrepresentableSql);
-  const copySql = copyOutSql(from, columns.map((column) => column.name));
+  const copySql = copyOutSql(from, columns.map((column) => column.name), options.rowFilter);
   options.signal?.throwIfAborted();
 
   const label = `snapshot ${displayName(target.table)}`;
@@ -395,18 +402,22 @@ async function captureData(
   // native is encoded natively; when DuckDB refuses a value (or a record outgrows its buffer), the
   // COPY still runs to its end, and the rows are encoded a second time with what was learned.
   const estimatedRowBytes = facts.estimatedRowBytes ?? (await sampledRowBytes(client, from));
+  const forced = options.storedAs;
+  let unrepresentable = plans.map((p) => forced?.[p.column.name] === 'text');
   let plan: EncodePlan = {
-    storages: plans.map((p) => resolveStorage(p, false)),
+    storages: plans.map((p, index) => resolveStorage(p, unrepresentable[index]!)),
     maxRecordBytes: FIRST_MAX_RECORD_BYTES,
     rowGroupRows: rowGroupRowsFor(estimatedRowBytes ?? 1),
   };
-  let unrepresentable = plans.map(() => false);
   let earlierHash: RowHashResult | undefined;
   let result: { encoded: ParquetEncodeResult; copied: number; stored: StoredDataFile };
   try {
     result = await encodeWith(plan);
   } catch (error) {
     if (!(error instanceof ParquetEncodeRejected)) throw error;
+    if (forced) {
+      throw new SnapshotError(`the rows of ${displayName(target.table)} cannot be stored the way its earlier image stored them: ${describeError(error.cause)}`, { cause: error });
+    }
     earlierHash = error.hash;
     unrepresentable = await unrepresentableColumns(client, from, checks);
     plan = {
@@ -689,6 +700,47 @@ function asOf(context: SnapshotContext, data: CapturedData, options: CaptureOpti
     // A capture that completes a before-image covers the instant of its own snapshot.
     ...(options.completion ? { completion: { ...options.completion, snapshot: context.snapshot } } : {}),
   };
+}
+
+/** One more data file of an existing snapshot (its manifest lists it under `parts`). */
+export interface CapturedPart {
+  parquet_path: string;
+  size_bytes: number;
+  checksum: string;
+  row_count: number;
+  content_hash: ContentHash;
+}
+
+/**
+ * Store the rows `options.rowFilter` selects, encoded as `options.storedAs` says, as a data file
+ * under `key`; no manifest is written (the caller adds the part to one — the commit point). On
+ * any failure the file is removed.
+ */
+export async function capturePart(options: CaptureOptions & CaptureTarget & { key: string }): Promise<CapturedPart> {
+  const database = options.database ?? options.pool;
+  if (!database) throw new SnapshotError('capture needs a database or a pool', { hint: 'this is a bug in the caller; report it' });
+  const logger = options.logger ?? silentLogger;
+  const workDir = await createScratchDir('capture', options.tempDir);
+  let started = false;
+  try {
+    const store = storeDataFileAs(options.storage, options.key, () => {
+      started = true;
+    });
+    const data = await inSnapshotTransaction(database, options.snapshot, (client) =>
+      captureData(client, { table: options.table }, workDir, store, options, logger), options.signal);
+    return {
+      parquet_path: options.key,
+      size_bytes: data.stored.size,
+      checksum: formatChecksum(data.stored.sha256),
+      row_count: data.contentHash.row_count,
+      content_hash: data.contentHash,
+    };
+  } catch (error) {
+    if (started) await options.storage.delete(options.key).catch(() => {});
+    throw wrapFailure(error, options.table, options.signal);
+  } finally {
+    await rm(workDir, { recursive: true, force: true }).catch(() => {});
+  }
 }
 
 /** Capture one table; resolves with its manifest once the snapshot is published. */

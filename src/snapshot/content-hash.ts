@@ -67,9 +67,18 @@ export async function rowSourceSql(client: pg.ClientBase, relation: QualifiedNam
 }
 
 /** The COPY (text format) that prints `columns` (all of them, in attnum order, when omitted) of rows from `source`. */
-export function copyOutSql(source: string, columns?: readonly string[]): string {
+export function copyOutSql(source: string, columns?: readonly string[], where?: string): string {
   const list = columns ? columns.map(quoteIdent).join(', ') : '*';
-  return `COPY (SELECT ${list} FROM ${source} AS t) TO STDOUT`;
+  return `COPY (SELECT ${list} FROM ${source} AS t${where ? ` WHERE ${where}` : ''}) TO STDOUT`;
+}
+
+/** The sum of two content hashes of the same algorithm: the hash of both row sets together. */
+export function addContentHashes(a: ContentHash, b: ContentHash): ContentHash {
+  if (a.algorithm !== b.algorithm || a.algorithm !== CONTENT_HASH_ALGORITHM) {
+    throw new Error(`content hashes ${a.algorithm} and ${b.algorithm} cannot be added`);
+  }
+  const sum = (BigInt(a.value) + BigInt(b.value)) % (1n << 128n);
+  return { algorithm: a.algorithm, row_count: a.row_count + b.row_count, value: sum.toString() };
 }
 
 /** Run a COPY … TO STDOUT (text format) and hash its rows; the caller sets the session settings. */

@@ -32,14 +32,18 @@ export function isManifestKey(key: string): boolean {
   return key.startsWith(SNAPSHOTS_PREFIX) && key.endsWith(MANIFEST_SUFFIX);
 }
 
-/** The snapshot id a manifest or data key names, or undefined for other keys. */
+/** A further data file of a snapshot (`….part-2.parquet`), added when a before-image was completed. */
+const PART_SUFFIX = /\.part-\d+\.parquet$/;
+
+/** The snapshot id a manifest or data key (main file or part) names, or undefined for other keys. */
 export function snapshotIdOfKey(key: string): string | undefined {
   const file = key.slice(key.lastIndexOf('/') + 1);
-  const match = /_([0-9a-f]{12})(?:\.parquet|\.manifest\.json)$/.exec(file);
+  const match = /_([0-9a-f]{12})(?:\.part-\d+)?(?:\.parquet|\.manifest\.json)$/.exec(file);
   return match?.[1];
 }
 
-/** The manifest key that belongs to a data key. */
+/** The manifest key that belongs to a data key (a part belongs to its snapshot's manifest). */
 export function manifestKeyForData(dataKey: string): string | undefined {
+  if (PART_SUFFIX.test(dataKey)) return dataKey.replace(PART_SUFFIX, MANIFEST_SUFFIX);
   return dataKey.endsWith(DATA_SUFFIX) ? `${dataKey.slice(0, -DATA_SUFFIX.length)}${MANIFEST_SUFFIX}` : undefined;
 }

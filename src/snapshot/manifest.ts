@@ -18,6 +18,28 @@ import type { RowCensus } from '../capture/census.js';
 export const MANIFEST_FORMAT_VERSION = 2;
 
 /**
+ * 3: the manifest lists more data files under `parts` (rows written while a before-image's
+ * statement waited, added when the image was completed); the snapshot's rows are the main file's
+ * and every part's. Written only by such manifests, so that a reader that knows nothing of parts
+ * refuses them instead of restoring fewer rows.
+ */
+export const MANIFEST_FORMAT_WITH_PARTS = 3;
+
+/** A further data file of a snapshot: its size, SHA-256 and rows (their content hash is part of the manifest's). */
+export interface ManifestPart {
+  parquet_path: string;
+  size_bytes: number;
+  checksum: string;
+  row_count: number;
+  content_hash: ContentHash;
+}
+
+/** Every data file of a snapshot, the main one first. */
+export function dataFiles(manifest: Pick<Manifest, 'parquet_path' | 'size_bytes' | 'checksum' | 'parts'>): Array<{ parquet_path: string; size_bytes: number; checksum: string }> {
+  return [{ parquet_path: manifest.parquet_path, size_bytes: manifest.size_bytes, checksum: manifest.checksum }, ...(manifest.parts ?? [])];
+}
+
+/**
  * Why a snapshot was taken. `sidecar`: a background snapshot the agent (which runs beside the
  * database, like a sidecar) took on its own because the table was new or changed;
  * `before-image`: taken for a request before the guarded statement ran (`request_id`);
@@ -69,11 +91,13 @@ export interface ManifestAsOf {
   /**
    * Before-images of DROP / ALTER: how the image was made to hold every write committed before
    * its statement took effect, once the waiting statement had stopped writers (EXCLUSIVE lock).
-   * `proof`: a census in `snapshot` proved no row changed since the capture; `recapture`: the
-   * rows were read again in `snapshot`. Absent: the image holds the table as of the capture only.
+   * `proof`: a census in `snapshot` proved no row changed since the capture; `delta`: the census
+   * proved rows were only added, and those rows were stored as a further part (`parts`) read in
+   * `snapshot`; `recapture`: the rows were read again in `snapshot`. Absent: the image holds the
+   * table as of the capture only.
    */
   completion?: {
-    how: 'proof' | 'recapture';
+    how: 'proof' | 'delta' | 'recapture';
     snapshot: string;
     at: string;
     request_id: number;
@@ -125,6 +149,11 @@ export interface Manifest {
   compression: 'snappy';
   warnings: string[];
   as_of?: ManifestAsOf;
+  /**
+   * More data files (format 3). `row_count` and `content_hash` are the whole snapshot's (every
+   * file's rows); `parquet_path`, `size_bytes` and `checksum` are the main file's.
+   */
+  parts?: ManifestPart[];
 }
 
 export function serializeManifest(manifest: Manifest): string {
@@ -157,7 +186,7 @@ export function parseManifest(text: string, where: string): Manifest {
   const record = value as Record<string, unknown>;
   const missing = REQUIRED_FIELDS.filter((field) => record[field] === undefined);
   if (missing.length > 0) throw new SnapshotError(`manifest ${where} lacks ${missing.join(', ')}`, { hint: 'the manifest is damaged; use another snapshot' });
-  if (typeof record.format_version !== 'number' || record.format_version > MANIFEST_FORMAT_VERSION) {
+  if (typeof record.format_version !== 'number' || record.format_version > MANIFEST_FORMAT_WITH_PARTS) {
     throw new SnapshotError(`manifest ${where} has format version ${String(record.format_version)}, newer than this Backstop understands`, {
       hint: 'upgrade Backstop to read this snapshot',
     });

@@ -36,7 +36,23 @@ export async function checkSnapshot(storage: Storage, snapshot: string | Manifes
   }
   if (actual.size !== expected.size) return result(actual, `data file ${manifest.parquet_path} is ${actual.size} bytes, the manifest says ${expected.size} (truncated or replaced)`);
   if (actual.sha256 !== expected.sha256) return result(actual, `data file ${manifest.parquet_path} has SHA-256 ${actual.sha256}, the manifest says ${expected.sha256} (the file was altered)`);
-  return result(actual, undefined);
+  return result(actual, await partProblem(storage, manifest));
+}
+
+/** What is wrong with the snapshot's further data files (parts of a completed before-image), if anything. */
+async function partProblem(storage: Storage, manifest: Manifest): Promise<string | undefined> {
+  for (const part of manifest.parts ?? []) {
+    let actual;
+    try {
+      actual = await digestOf(await storage.get(part.parquet_path));
+    } catch (error) {
+      if (error instanceof NotFoundError) return `data file ${part.parquet_path} is missing`;
+      throw error;
+    }
+    if (actual.size !== part.size_bytes) return `data file ${part.parquet_path} is ${actual.size} bytes, the manifest says ${part.size_bytes} (truncated or replaced)`;
+    if (actual.sha256 !== checksumHex(part)) return `data file ${part.parquet_path} has SHA-256 ${actual.sha256}, the manifest says ${checksumHex(part)} (the file was altered)`;
+  }
+  return undefined;
 }
 
 /** Verify a snapshot (by id or manifest); throws VerificationError when it does not match. */

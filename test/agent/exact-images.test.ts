@@ -9,6 +9,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { restoreSnapshot } from '../../src/restore/restore.js';
 import { openStorage } from '../../src/storage/open.js';
+import { checkSnapshot } from '../../src/snapshot/verify.js';
 import type { Manifest } from '../../src/snapshot/manifest.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startAgent, tempDir, waitUntil, type AgentProcess } from '../support/agent-process.js';
@@ -107,6 +108,28 @@ describe('exact before-images', () => {
     const [image] = await imagesOf(id);
     expect(image!.snapshot_id).toBe(bulk!.snapshot_id);
     expect(image!.manifest.as_of?.completion?.how).toBe('proof');
+    expect(await restoredFingerprint(image!.snapshot_id)).toEqual(expected);
+  });
+
+  it('operator mode: rows only inserted during the wait are added to the image as a part, which restores and verifies', async () => {
+    await admin.query(`CREATE TABLE public.events (id bigint PRIMARY KEY, payload jsonb, at timestamptz);
+      INSERT INTO public.events SELECT i, jsonb_build_object('n', i), '2026-01-01'::timestamptz + i * interval '1 s' FROM generate_series(1, 2000) i`);
+    const { id, outcome } = await waitingForApproval('DROP TABLE public.events');
+    const [bulk] = await imagesOf(id);
+    await admin.query(`INSERT INTO public.events SELECT i, jsonb_build_object('late', true), now() FROM generate_series(2001, 2250) i`);
+    await admin.query(`BEGIN; INSERT INTO public.events VALUES (5000, '{"in": "a transaction"}', now()); COMMIT`);
+    const expected = await fingerprint(admin, 'public.events');
+    await approve(id);
+    expect(await outcome).toEqual({ ok: true });
+
+    const [image] = await imagesOf(id);
+    expect(image!.snapshot_id).toBe(bulk!.snapshot_id);
+    expect(image!.manifest.as_of?.completion?.how).toBe('delta');
+    expect(image!.manifest.format_version).toBe(3);
+    expect(image!.manifest.parts).toHaveLength(1);
+    expect(image!.manifest.parts![0]!.row_count).toBe(251);
+    expect(image!.manifest.row_count).toBe(2251);
+    expect((await checkSnapshot(openStorage(storageDir), image!.snapshot_id)).ok).toBe(true);
     expect(await restoredFingerprint(image!.snapshot_id)).toEqual(expected);
   });
 
