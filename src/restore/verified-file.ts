@@ -99,7 +99,7 @@ async function verifiedFile(storage: Storage, manifest: Manifest, data: DataFile
   const { sha256, size } = digest;
   if (size !== data.size_bytes || sha256 !== checksumHex(data)) {
     throw new VerificationError(
-      `snapshot ${manifest.snapshot_id} is damaged: its data file ${data.parquet_path} has ${size} bytes with sha256 ${sha256}, the manifest says ${data.size_bytes} bytes with sha256 ${checksumHex(data)}`,
+      `snapshot ${manifest.snapshot_id} is damaged: its data file has ${size} bytes with sha256 ${sha256}, the manifest says ${data.size_bytes} bytes with sha256 ${checksumHex(data)} (${data.parquet_path})`,
       { hint: 'the file was modified or truncated after capture; nothing was restored — pick another snapshot (backstop snapshots list)' },
     );
   }
