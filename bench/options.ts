@@ -6,7 +6,7 @@
  * Peak RSS is not a scenario of its own: it is read from the capture and restore runs, and the
  * RSS rows appear whenever those run.
  */
-export const SCENARIO_NAMES = ['ddl-overhead', 'capture', 'capture-s3', 'restore', 'drop-approval', 'poll', 'concurrent-captures'] as const;
+export const SCENARIO_NAMES = ['ddl-overhead', 'capture', 'capture-s3', 'restore', 'drop-approval', 'poll', 'concurrent-captures', 'catalog'] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
 
 export const ROW_SIZES = { '1m': 1_000_000, '5m': 5_000_000 } as const;

@@ -1,0 +1,229 @@
+/**
+ * `snapshots list` and `prune` with 10,000 snapshots in storage (issue 12): 100 tables × 100
+ * snapshots, one every 100 minutes over a week, in a local folder and in s3rver (its own
+ * process). Every snapshot is a copy of one real capture (a real manifest, ≈ 5 KB, and its
+ * Parquet file), renamed and re-dated, so listing and manifest reads cost what they cost for real.
+ *
+ * Measured as the operator runs them, the CLI as a child process:
+ * - `snapshots list --json` of all 10,000, with the catalog index absent (cold: the first run
+ *   after an upgrade, or after another process changed every table) and present (warm);
+ * - `snapshots list --table T --json` of one table (100 snapshots);
+ * - `prune --keep 36 --dry-run`: what --keep has always done; it verifies (SHA-256) the kept
+ *   snapshots of every table where something would be removed;
+ * - `prune` with the agent's default policy (--keep-last 5 --keep-hourly 24 --keep-daily 7),
+ *   dry run, where this build has it.
+ */
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import pg from 'pg';
+import { recreateDatabase, dropDatabase } from '../anchors.js';
+import type { ScenarioContext } from '../context.js';
+import { runMeasured, type MeasuredRun } from '../processes.js';
+import { notMeasured, type ScenarioResult } from '../results.js';
+import { startS3, type BenchS3 } from '../s3.js';
+import { summarize } from '../stats.js';
+
+const DATABASE = 'bench_catalog';
+const TABLES = 100;
+const PER_TABLE = 100;
+const SPACING_MS = 100 * 60_000;
+/** One in ten is a before-image or an on-demand snapshot, as a guarded database would have. */
+const SOURCES = ['sidecar', 'sidecar', 'sidecar', 'sidecar', 'before-image', 'sidecar', 'sidecar', 'sidecar', 'sidecar', 'on-demand'] as const;
+const TARGET_MS = 2_000;
+const TITLE = `snapshots in storage: ${(TABLES * PER_TABLE).toLocaleString('en')} (${TABLES} tables × ${PER_TABLE})`;
+
+interface Template {
+  manifest: Record<string, unknown>;
+  data: Buffer;
+}
+
+interface GeneratedObject {
+  key: string;
+  body: Buffer;
+}
+
+function storageTimestamp(date: Date): string {
+  return date.toISOString().replace(/[-:]/g, '').replace('.', '');
+}
+
+/** Capture one real small table in-process and keep its manifest and data file as the template. */
+async function captureTemplate(context: ScenarioContext): Promise<Template> {
+  const { captureTable } = await import('../../src/snapshot/capture.js');
+  const { LocalStorage } = await import('../../src/storage/local.js');
+  await recreateDatabase(context.server, DATABASE);
+  const url = context.server.urlFor(DATABASE);
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(`CREATE TABLE catalog_t (id bigint PRIMARY KEY, name text NOT NULL, amount numeric(12,2), created timestamptz DEFAULT now(),
+                          tags text[], payload jsonb, CHECK (amount >= 0));
+                        CREATE INDEX ON catalog_t (name);
+                        INSERT INTO catalog_t (id, name, amount, tags, payload) SELECT g, md5(g::text), g, ARRAY['a', 'b'], '{"k": 1}' FROM generate_series(1, 200) g`);
+  } finally {
+    await client.end();
+  }
+  const folder = path.join(context.workDir, 'catalog-template');
+  const storage = new LocalStorage(folder);
+  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  try {
+    const manifest = await captureTable({ pool, storage, table: { schema: 'public', table: 'catalog_t' }, source: 'sidecar' });
+    const data = await readFile(path.join(folder, manifest.parquet_path));
+    return { manifest: manifest as unknown as Record<string, unknown>, data };
+  } finally {
+    await pool.end();
+    await dropDatabase(context.server, DATABASE);
+  }
+}
+
+/** 100 tables × 100 snapshots: every manifest and data file, keys as the layout has them. */
+function generate(template: Template, storageUrl: string, now: number): GeneratedObject[] {
+  const objects: GeneratedObject[] = [];
+  let serial = 0;
+  for (let t = 0; t < TABLES; t += 1) {
+    const table = `cat_${String(t).padStart(4, '0')}`;
+    for (let s = 0; s < PER_TABLE; s += 1) {
+      serial += 1;
+      const snapshotId = serial.toString(16).padStart(12, '0');
+      // Tables are offset from each other so hours and days do not all line up.
+      const created = new Date(now - s * SPACING_MS - t * 37_000);
+      const base = `snapshots/public.${table}/${storageTimestamp(created)}_${snapshotId}`;
+      const source = SOURCES[s % SOURCES.length]!;
+      const manifest = {
+        ...template.manifest,
+        snapshot_id: snapshotId,
+        schema: 'public',
+        table,
+        parquet_path: `${base}.parquet`,
+        location: `${storageUrl.replace(/\/+$/, '')}/${base}.parquet`,
+        created_at: created.toISOString(),
+        source,
+        request_id: source === 'before-image' ? serial : null,
+        label: source === 'on-demand' ? `label ${serial}` : null,
+      };
+      objects.push({ key: `${base}.parquet`, body: template.data });
+      objects.push({ key: `${base}.manifest.json`, body: Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`) });
+    }
+  }
+  return objects;
+}
+
+async function limited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: limit }, async () => {
+    while (next < items.length) await work(items[next++]!);
+  }));
+}
+
+async function populateLocal(folder: string, objects: GeneratedObject[]): Promise<void> {
+  const dirs = new Set(objects.map((object) => path.dirname(path.join(folder, object.key))));
+  for (const dir of dirs) await mkdir(dir, { recursive: true });
+  await limited(objects, 16, (object) => writeFile(path.join(folder, object.key), object.body));
+}
+
+async function populateS3(s3: BenchS3, prefix: string, objects: GeneratedObject[]): Promise<void> {
+  const client = new S3Client({
+    endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true,
+    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+    requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  try {
+    await limited(objects, 16, async (object) => {
+      await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: `${prefix}/${object.key}`, Body: object.body }));
+    });
+  } finally {
+    client.destroy();
+  }
+}
+
+interface Store {
+  name: 'local folder' | 'S3 (s3rver)';
+  slug: 'local' | 's3';
+  url: string;
+  env: NodeJS.ProcessEnv;
+  /** Remove the catalog index, whatever this build calls it (a cold start). */
+  dropIndex(): Promise<void>;
+}
+
+async function supportsPolicyFlags(context: ScenarioContext): Promise<boolean> {
+  const run = await runMeasured(process.execPath, [context.cli.bin, 'prune', '--help'], { cwd: context.repoRoot });
+  return run.stdout.includes('--keep-hourly');
+}
+
+export async function catalog(context: ScenarioContext): Promise<ScenarioResult[]> {
+  const { options, workDir, log, cli } = context;
+  const unavailable = context.buildError ? `the CLI does not build: ${context.buildError}` : await cli.unavailable('prune');
+  if (unavailable) return [notMeasured('catalog', 'catalog', TITLE, unavailable)];
+  log('  capturing the template snapshot…');
+  const template = await captureTemplate(context);
+  const policy = await supportsPolicyFlags(context);
+  const s3 = await startS3(workDir);
+  const results: ScenarioResult[] = [];
+  try {
+    const localFolder = path.join(workDir, 'catalog-local');
+    const s3Url = s3.storageUrl('catalog');
+    const now = Date.now();
+    log(`  writing ${TABLES * PER_TABLE} snapshots to a local folder…`);
+    await populateLocal(localFolder, generate(template, localFolder, now));
+    log(`  writing ${TABLES * PER_TABLE} snapshots to s3rver…`);
+    let started = performance.now();
+    await populateS3(s3, 'catalog', generate(template, s3Url.split('@')[0]!, now));
+    log(`  s3rver populated in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+
+    const stores: Store[] = [
+      { name: 'local folder', slug: 'local', url: localFolder, env: process.env, dropIndex: () => rm(path.join(localFolder, 'index'), { recursive: true, force: true }) },
+      {
+        name: 'S3 (s3rver)', slug: 's3', url: s3Url, env: s3.env,
+        // s3rver keeps each object as files under <directory>/<bucket>/<key>; removing the
+        // index's folder there is what DeleteObject of every index object would do.
+        dropIndex: async () => {
+          const root = path.join(s3.directory, s3.bucket, 'catalog');
+          for (const entry of await readdir(root).catch(() => [] as string[])) {
+            if (entry === 'index' || entry.startsWith('index')) await rm(path.join(root, entry), { recursive: true, force: true });
+          }
+        },
+      },
+    ];
+    const oneTable = `public.cat_${String(TABLES / 2).padStart(4, '0')}`;
+    for (const store of stores) {
+      const run = (args: string[]): Promise<MeasuredRun> =>
+        runMeasured(process.execPath, ['--openssl-legacy-provider', cli.bin, ...args, '--storage', store.url], {
+          cwd: context.repoRoot, env: { ...store.env, BACKSTOP_LOG_LEVEL: 'warn' }, discardStdout: true,
+        });
+      const measure = async (label: string, args: string[], before?: () => Promise<void>): Promise<number[]> => {
+        const samples: number[] = [];
+        for (let i = 0; i < options.warmup + options.runs; i += 1) {
+          if (before) await before();
+          started = performance.now();
+          const result = await run(args);
+          if (i >= options.warmup) samples.push(result.wallMs);
+          if (result.stderr.trim()) log(`    ${label}: ${result.stderr.trim().split('\n')[0]}`);
+        }
+        log(`  ${store.name}: ${label} median ${summarize(samples).median.toFixed(0)} ms`);
+        return samples;
+      };
+      const cases: Array<{ id: string; title: string; args: string[]; before?: () => Promise<void> }> = [
+        { id: 'list-cold', title: 'snapshots list --json, all, no index', args: ['snapshots', 'list', '--json'], before: store.dropIndex },
+        { id: 'list', title: 'snapshots list --json, all', args: ['snapshots', 'list', '--json'] },
+        { id: 'list-table', title: `snapshots list --table ${oneTable} --json (${PER_TABLE} snapshots)`, args: ['snapshots', 'list', '--table', oneTable, '--json'] },
+        { id: 'prune-keep', title: 'prune --keep 36 --dry-run', args: ['prune', '--keep', '36', '--dry-run', '--json'] },
+        ...(policy ? [{ id: 'prune-policy', title: 'prune --keep-last 5 --keep-hourly 24 --keep-daily 7 --dry-run', args: ['prune', '--keep-last', '5', '--keep-hourly', '24', '--keep-daily', '7', '--dry-run', '--json'] }] : []),
+      ];
+      for (const item of cases) {
+        const summary = summarize(await measure(item.title, item.args, item.before));
+        results.push({
+          scenario: 'catalog',
+          id: `catalog:${store.slug}:${item.id}`,
+          title: `${TITLE} → ${store.name}: ${item.title}`,
+          status: 'measured',
+          backstop: { label: `backstop ${item.args.join(' ')}`, unit: 'ms', summary },
+          target: { text: `≤ ${TARGET_MS / 1000} s (not in issue 5)`, met: summary.median <= TARGET_MS },
+          extra: { tables: TABLES, perTable: PER_TABLE, storage: store.name },
+        });
+      }
+    }
+    return results;
+  } finally {
+    await s3.stop();
+  }
+}
