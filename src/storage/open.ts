@@ -2,6 +2,7 @@
 import type { Readable } from 'node:stream';
 import { LocalStorage } from './local.js';
 import type { PutOptions, Storage, StoredObject } from './storage.js';
+import type { UnfinishedUpload, UnfinishedUploadsListing } from './unfinished-uploads.js';
 import { formatStorageLocation, parseStorageUrl, type S3Location } from './url.js';
 
 /**
@@ -40,6 +41,12 @@ class DeferredS3Storage implements Storage {
   }
   async check(): Promise<void> {
     return (await this.#open()).check();
+  }
+  async unfinishedUploads(options?: { sizes?: boolean }): Promise<UnfinishedUploadsListing> {
+    return (await this.#open()).unfinishedUploads!(options);
+  }
+  async abortUpload(upload: UnfinishedUpload): Promise<void> {
+    return (await this.#open()).abortUpload!(upload);
   }
 }
 

@@ -4,6 +4,7 @@
  * whole buffers, so a 50 GB data file moves with bounded memory.
  */
 import type { Readable } from 'node:stream';
+import type { UnfinishedUpload, UnfinishedUploadsListing } from './unfinished-uploads.js';
 
 export interface StoredObject {
   key: string;
@@ -40,4 +41,12 @@ export interface Storage {
   check(): Promise<void>;
   /** Where the object lies on this machine, when the storage is a local folder (so it can be read in place). */
   localFile?(key: string): string;
+  /**
+   * Multipart uploads under the snapshots prefix that were started and neither completed nor
+   * aborted, from Backstop's upload records and, where permitted, ListMultipartUploads
+   * (storage with multipart uploads only: S3). `sizes` asks for the bytes of their parts too.
+   */
+  unfinishedUploads?(options?: { sizes?: boolean }): Promise<UnfinishedUploadsListing>;
+  /** Abort one (its parts are freed) and remove its record; an upload already gone is not an error. */
+  abortUpload?(upload: UnfinishedUpload): Promise<void>;
 }
