@@ -16,6 +16,7 @@ import { clientConfig, type DatabaseTarget } from '../db/connection.js';
 import { DatabaseError, PrivilegeError, describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Storage } from '../storage/storage.js';
+import type { RetentionPolicy } from '../snapshot/retention.js';
 import { findRequest, orphanedRequests, pendingRequests, type RequestRow } from '../decision/agent-api.js';
 import { expireAbandonedRequests } from '../decision/expiry.js';
 import type { ApprovalMode } from '../gate/settings.js';
@@ -38,7 +39,10 @@ export interface AgentOptions {
   /** Continuous snapshot interval. */
   intervalMs: number;
   snapshotEveryPoll: boolean;
-  keep?: number;
+  /** Background snapshots kept per table (default DEFAULT_RETENTION); 'keep-all' = never pruned. */
+  retention?: RetentionPolicy | 'keep-all';
+  /** Floor between two background captures of a table, in multiples of its last capture's duration (default 10). */
+  recaptureFactor?: number;
   schemas?: string[];
   concurrency: number;
   statePath: string;
