@@ -196,7 +196,7 @@ async function checkStorage(storage: Storage): Promise<CheckResult> {
 const LIFECYCLE_HINT = 'an S3 lifecycle rule with AbortIncompleteMultipartUpload (e.g. DaysAfterInitiation 7) on the bucket aborts what Backstop cannot';
 
 /** Multipart uploads that killed captures left behind (billed until aborted); read-only. */
-async function checkUnfinishedUploads(storage: Storage): Promise<CheckResult | undefined> {
+export async function checkUnfinishedUploads(storage: Storage): Promise<CheckResult | undefined> {
   if (!storage.unfinishedUploads) return undefined;
   try {
     const listing = await storage.unfinishedUploads({ sizes: true });
