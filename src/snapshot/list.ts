@@ -24,6 +24,28 @@ export interface ListManifestsOptions {
 }
 
 const READ_CONCURRENCY = 8;
+/** Folder listings at once when a store is listed folder by folder. */
+const LIST_CONCURRENCY = 16;
+/**
+ * Above this many table folders, one listing of the whole prefix (1,000 keys a page) takes fewer
+ * requests than a listing per folder.
+ */
+const MAX_FOLDER_LISTINGS = 500;
+
+/**
+ * Every object under `snapshots/`: folder by folder in parallel where the store can name its
+ * folders and there are not too many, else one listing. (One S3 listing is a sequence of pages;
+ * s3rver took 9.7 s for 20,000 keys that way, and 72 ms for one table's 200.)
+ */
+async function listSnapshotObjects(storage: Storage): Promise<StoredObject[]> {
+  const folders = storage.listFolders ? await storage.listFolders(SNAPSHOTS_PREFIX) : undefined;
+  if (!folders || folders.length > MAX_FOLDER_LISTINGS) return storage.list(SNAPSHOTS_PREFIX);
+  const objects: StoredObject[] = [];
+  await forEachLimited(folders, LIST_CONCURRENCY, async (folder) => {
+    objects.push(...(await storage.list(`${SNAPSHOTS_PREFIX}${folder}/`)));
+  });
+  return objects;
+}
 
 async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
@@ -57,8 +79,7 @@ export interface SnapshotCatalog {
  */
 export async function snapshotCatalog(storage: Storage, options: ListSnapshotsOptions = {}): Promise<SnapshotCatalog> {
   const logger = options.logger ?? silentLogger;
-  const prefix = options.table ? tableFolder(options.table) : SNAPSHOTS_PREFIX;
-  const objects = await storage.list(prefix);
+  const objects = options.table ? await storage.list(tableFolder(options.table)) : await listSnapshotObjects(storage);
   const manifestsByFolder = new Map<string, StoredObject[]>();
   for (const object of objects) {
     if (!isManifestKey(object.key)) continue;

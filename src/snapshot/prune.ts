@@ -57,6 +57,8 @@ export interface PruneReport {
 }
 
 export const DEFAULT_ORPHAN_GRACE_MS = 60 * 60 * 1000;
+/** Tables planned at once (each verifies its kept snapshots one after another). */
+const PLAN_CONCURRENCY = 8;
 
 function policyOf(options: PruneOptions): RetentionPolicy {
   if (options.policy && options.keep !== undefined) {
@@ -134,8 +136,18 @@ export async function pruneWithReport(storage: Storage, options: PruneOptions): 
     const key = JSON.stringify([snapshot.schema, snapshot.table]);
     byTable.set(key, [...(byTable.get(key) ?? []), snapshot]);
   }
-  for (const tableSnapshots of byTable.values()) {
-    const plan = await planTable(storage, tableSnapshots, policy, options, listedSizes);
+  // Tables are planned (and their kept snapshots verified) several at once; removal follows in order.
+  const tables = [...byTable.values()];
+  const plans: TablePlan[] = new Array(tables.length);
+  let next = 0;
+  const planner = async () => {
+    while (next < tables.length) {
+      const index = next++;
+      plans[index] = await planTable(storage, tables[index]!, policy, options, listedSizes);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PLAN_CONCURRENCY, tables.length) }, planner));
+  for (const plan of plans) {
     report.kept.push(...plan.kept.map((s) => s.snapshot_id));
     report.corrupt.push(...plan.corrupt);
     for (const snapshot of plan.removed) {

@@ -36,6 +36,9 @@ class DeferredS3Storage implements Storage {
   async list(prefix: string): Promise<StoredObject[]> {
     return (await this.#open()).list(prefix);
   }
+  async listFolders(prefix: string): Promise<string[]> {
+    return (await this.#open()).listFolders!(prefix);
+  }
   async delete(key: string): Promise<void> {
     return (await this.#open()).delete(key);
   }

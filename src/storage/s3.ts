@@ -298,6 +298,26 @@ export class S3Storage implements Storage {
     return objects;
   }
 
+  async listFolders(prefix: string): Promise<string[]> {
+    const root = this.location.prefix ? `${this.location.prefix}/` : '';
+    const folders: string[] = [];
+    let token: string | undefined;
+    try {
+      do {
+        const response = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.location.bucket, Prefix: `${root}${prefix}`, Delimiter: '/', ContinuationToken: token }),
+        );
+        for (const common of response.CommonPrefixes ?? []) {
+          if (common.Prefix) folders.push(common.Prefix.slice(`${root}${prefix}`.length).replace(/\/$/, ''));
+        }
+        token = response.IsTruncated ? response.NextContinuationToken : undefined;
+      } while (token);
+    } catch (error) {
+      throw this.fail('list', `${root}${prefix}`, error);
+    }
+    return folders;
+  }
+
   async delete(key: string): Promise<void> {
     const objectKey = this.objectKey(key);
     try {

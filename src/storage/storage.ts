@@ -35,6 +35,11 @@ export interface Storage {
   head(key: string): Promise<StoredObject | undefined>;
   /** Every object whose key starts with `prefix`, in no particular order. */
   list(prefix: string): Promise<StoredObject[]>;
+  /**
+   * The names of the folders directly under `prefix` (which ends with `/`): `snapshots/` gives
+   * `public.users`, …. Lets a caller list a large store folder by folder, in parallel.
+   */
+  listFolders?(prefix: string): Promise<string[]>;
   /** Remove the object; removing a missing object is not an error. */
   delete(key: string): Promise<void>;
   /** Cheap reachability and permission check; throws StorageError with a hint when unusable. */

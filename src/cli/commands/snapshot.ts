@@ -48,6 +48,7 @@ interface PruneCommandOptions {
   keepLast?: string;
   keepHourly?: string;
   keepDaily?: string;
+  verify: string;
   table?: string;
   dryRun?: boolean;
   json?: boolean;
@@ -295,15 +296,20 @@ export function registerSnapshotCommands(program: Command): void {
     .option('--keep-last <n>', 'keep the newest N snapshots per table')
     .option('--keep-hourly <n>', 'keep the newest snapshot of each of the N most recent hours (UTC) that have one')
     .option('--keep-daily <n>', 'keep the newest snapshot of each of the N most recent days (UTC) that have one')
+    .option('--verify <how>', 'how kept snapshots are checked where something is removed: sha256 (re-read each data file) or size (the listed size only)', 'sha256')
     .option('--table <name>', 'only this table (schema.table; unqualified means schema public)')
     .option('--dry-run', 'report what would be removed and remove nothing')
     .option('--json', 'print the report as JSON')
     .action(async (options: PruneCommandOptions) => {
       const retention = prunePolicy(options);
+      if (options.verify !== 'sha256' && options.verify !== 'size') {
+        throw new ConfigError(`--verify: "${options.verify}" is not sha256 or size`, { hint: 'sha256 re-reads every kept data file of a table that loses snapshots; size only compares the listed sizes' });
+      }
       const storage = openStorage(options.storage);
       const logger = createLogger();
       const report = await pruneWithReport(storage, {
         ...retention,
+        verification: options.verify,
         logger,
         ...(options.table ? { table: tableWithoutDatabase(options.table) } : {}),
         ...(options.dryRun ? { dryRun: true } : {}),
