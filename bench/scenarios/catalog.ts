@@ -12,6 +12,10 @@
  *   snapshots of every table where something would be removed;
  * - `prune` with the agent's default policy (--keep-last 5 --keep-hourly 24 --keep-daily 7),
  *   dry run, where this build has it.
+ *
+ * With `--catalog-baseline BIN` (another build's bin/backstop.js, e.g. the code before the
+ * catalog index) that build runs the same commands on the same snapshots, interleaved run by run
+ * with the order alternating, as the anchor of each row.
  */
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -152,6 +156,7 @@ async function supportsPolicyFlags(context: ScenarioContext): Promise<boolean> {
 
 export async function catalog(context: ScenarioContext): Promise<ScenarioResult[]> {
   const { options, workDir, log, cli } = context;
+  let started = 0;
   const unavailable = context.buildError ? `the CLI does not build: ${context.buildError}` : await cli.unavailable('prune');
   if (unavailable) return [notMeasured('catalog', 'catalog', TITLE, unavailable)];
   log('  capturing the template snapshot…');
@@ -166,7 +171,7 @@ export async function catalog(context: ScenarioContext): Promise<ScenarioResult[
     log(`  writing ${TABLES * PER_TABLE} snapshots to a local folder…`);
     await populateLocal(localFolder, generate(template, localFolder, now));
     log(`  writing ${TABLES * PER_TABLE} snapshots to s3rver…`);
-    let started = performance.now();
+    started = performance.now();
     await populateS3(s3, 'catalog', generate(template, s3Url.split('@')[0]!, now));
     log(`  s3rver populated in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 
@@ -185,40 +190,50 @@ export async function catalog(context: ScenarioContext): Promise<ScenarioResult[
       },
     ];
     const oneTable = `public.cat_${String(TABLES / 2).padStart(4, '0')}`;
+    const baseline = options.catalogBaseline;
+    const baselinePolicy = baseline ? (await runMeasured(process.execPath, [baseline, 'prune', '--help'], { cwd: context.repoRoot })).stdout.includes('--keep-hourly') : false;
     for (const store of stores) {
-      const run = (args: string[]): Promise<MeasuredRun> =>
-        runMeasured(process.execPath, ['--openssl-legacy-provider', cli.bin, ...args, '--storage', store.url], {
+      const run = (bin: string, args: string[]): Promise<MeasuredRun> =>
+        runMeasured(process.execPath, ['--openssl-legacy-provider', bin, ...args, '--storage', store.url], {
           cwd: context.repoRoot, env: { ...store.env, BACKSTOP_LOG_LEVEL: 'warn' }, discardStdout: true,
         });
-      const measure = async (label: string, args: string[], before?: () => Promise<void>): Promise<number[]> => {
-        const samples: number[] = [];
+      const measure = async (label: string, args: string[], withBaseline: boolean, before?: () => Promise<void>): Promise<{ ours: number[]; theirs: number[] }> => {
+        const ours: number[] = [];
+        const theirs: number[] = [];
         for (let i = 0; i < options.warmup + options.runs; i += 1) {
-          if (before) await before();
-          started = performance.now();
-          const result = await run(args);
-          if (i >= options.warmup) samples.push(result.wallMs);
-          if (result.stderr.trim()) log(`    ${label}: ${result.stderr.trim().split('\n')[0]}`);
+          const order: Array<'ours' | 'theirs'> = withBaseline ? (i % 2 === 0 ? ['ours', 'theirs'] : ['theirs', 'ours']) : ['ours'];
+          for (const who of order) {
+            if (before) await before();
+            const result = await run(who === 'ours' ? cli.bin : baseline!, args);
+            if (i >= options.warmup) (who === 'ours' ? ours : theirs).push(result.wallMs);
+            if (result.stderr.trim()) log(`    ${who === 'ours' ? '' : 'baseline '}${label}: ${result.stderr.trim().split('\n')[0]}`);
+          }
         }
-        log(`  ${store.name}: ${label} median ${summarize(samples).median.toFixed(0)} ms`);
-        return samples;
+        log(`  ${store.name}: ${label} median ${summarize(ours).median.toFixed(0)} ms${theirs.length ? ` (baseline ${summarize(theirs).median.toFixed(0)} ms)` : ''}`);
+        return { ours, theirs };
       };
-      const cases: Array<{ id: string; title: string; args: string[]; before?: () => Promise<void> }> = [
-        { id: 'list-cold', title: 'snapshots list --json, all, no index', args: ['snapshots', 'list', '--json'], before: store.dropIndex },
-        { id: 'list', title: 'snapshots list --json, all', args: ['snapshots', 'list', '--json'] },
-        { id: 'list-table', title: `snapshots list --table ${oneTable} --json (${PER_TABLE} snapshots)`, args: ['snapshots', 'list', '--table', oneTable, '--json'] },
-        { id: 'prune-keep', title: 'prune --keep 36 --dry-run', args: ['prune', '--keep', '36', '--dry-run', '--json'] },
-        ...(policy ? [{ id: 'prune-policy', title: 'prune --keep-last 5 --keep-hourly 24 --keep-daily 7 --dry-run', args: ['prune', '--keep-last', '5', '--keep-hourly', '24', '--keep-daily', '7', '--dry-run', '--json'] }] : []),
+      const policyArgs = ['prune', '--keep-last', '5', '--keep-hourly', '24', '--keep-daily', '7', '--dry-run', '--json'];
+      const cases: Array<{ id: string; title: string; args: string[]; baseline: boolean; before?: () => Promise<void> }> = [
+        { id: 'list-cold', title: 'snapshots list --json, all, no index', args: ['snapshots', 'list', '--json'], baseline: true, before: store.dropIndex },
+        { id: 'list', title: 'snapshots list --json, all', args: ['snapshots', 'list', '--json'], baseline: true },
+        { id: 'list-table', title: `snapshots list --table ${oneTable} --json (${PER_TABLE} snapshots)`, args: ['snapshots', 'list', '--table', oneTable, '--json'], baseline: true },
+        { id: 'prune-keep', title: 'prune --keep 36 --dry-run', args: ['prune', '--keep', '36', '--dry-run', '--json'], baseline: true },
+        ...(policy ? [{ id: 'prune-policy', title: 'prune --keep-last 5 --keep-hourly 24 --keep-daily 7 --dry-run', args: policyArgs, baseline: baselinePolicy }] : []),
       ];
       for (const item of cases) {
-        const summary = summarize(await measure(item.title, item.args, item.before));
+        const withBaseline = Boolean(baseline) && item.baseline;
+        const samples = await measure(item.title, item.args, withBaseline, item.before);
+        const summary = summarize(samples.ours);
+        const anchor = withBaseline ? summarize(samples.theirs) : undefined;
         results.push({
           scenario: 'catalog',
           id: `catalog:${store.slug}:${item.id}`,
           title: `${TITLE} → ${store.name}: ${item.title}`,
           status: 'measured',
           backstop: { label: `backstop ${item.args.join(' ')}`, unit: 'ms', summary },
+          ...(anchor ? { anchor: { label: `the same, baseline build (${path.relative(context.repoRoot, baseline!)})`, unit: 'ms' as const, summary: anchor }, ratio: summary.median / anchor.median } : {}),
           target: { text: `≤ ${TARGET_MS / 1000} s (not in issue 5)`, met: summary.median <= TARGET_MS },
-          extra: { tables: TABLES, perTable: PER_TABLE, storage: store.name },
+          extra: { tables: TABLES, perTable: PER_TABLE, storage: store.name, ...(baseline ? { baseline } : {}) },
         });
       }
     }
