@@ -11,7 +11,9 @@
  * - `prune --keep 36 --dry-run`: what --keep has always done; it verifies (SHA-256) the kept
  *   snapshots of every table where something would be removed;
  * - `prune` with the agent's default policy (--keep-last 5 --keep-hourly 24 --keep-daily 7),
- *   dry run, where this build has it.
+ *   dry run, where this build has it;
+ * - `prune --keep 36 --dry-run` again once the store was pruned to 36 per table: nothing to
+ *   remove (the steady state of a store the agent keeps pruned).
  *
  * With `--catalog-baseline BIN` (another build's bin/backstop.js, e.g. the code before the
  * catalog index) that build runs the same commands on the same snapshots, interleaved run by run
@@ -219,7 +221,36 @@ export async function catalog(context: ScenarioContext): Promise<ScenarioResult[
         { id: 'list-table', title: `snapshots list --table ${oneTable} --json (${PER_TABLE} snapshots)`, args: ['snapshots', 'list', '--table', oneTable, '--json'], baseline: true },
         { id: 'prune-keep', title: 'prune --keep 36 --dry-run', args: ['prune', '--keep', '36', '--dry-run', '--json'], baseline: true },
         ...(policy ? [{ id: 'prune-policy', title: 'prune --keep-last 5 --keep-hourly 24 --keep-daily 7 --dry-run', args: policyArgs, baseline: baselinePolicy }] : []),
+        // Then the store is pruned for real to 36 per table (untimed), and the same prune runs
+        // again with nothing left to remove: the steady state of a store kept pruned.
+        {
+          id: 'prune-keep-steady', title: 'prune --keep 36 --dry-run, nothing to remove (after a real prune --keep 36)', args: ['prune', '--keep', '36', '--dry-run', '--json'], baseline: true,
+          before: async () => {
+            if (pruned) return;
+            pruned = true;
+            const result = await run(cli.bin, ['prune', '--keep', '36', '--verify', 'size', '--json']);
+            if (result.stderr.trim()) log(`    real prune: ${result.stderr.trim().split('\n')[0]}`);
+          },
+        },
       ];
+      let pruned = false;
+      // The floor: one listing of every key under snapshots/ (20,000: data files and manifests),
+      // in this process, which both builds pay before anything else.
+      const { openStorage } = await import('../../src/storage/open.js');
+      const floor: number[] = [];
+      for (let i = 0; i < options.warmup + options.runs; i += 1) {
+        const storage = openStorage(store.url);
+        started = performance.now();
+        const listed = await storage.list('snapshots/');
+        if (i >= options.warmup) floor.push(performance.now() - started);
+        if (listed.length !== 2 * TABLES * PER_TABLE) log(`    listing floor: ${listed.length} keys listed`);
+      }
+      log(`  ${store.name}: one listing of snapshots/ in process, median ${summarize(floor).median.toFixed(0)} ms`);
+      results.push({
+        scenario: 'catalog', id: `catalog:${store.slug}:listing-floor`, title: `${TITLE} → ${store.name}: one listing of snapshots/ (${(2 * TABLES * PER_TABLE).toLocaleString('en')} keys), in process`,
+        status: 'measured', backstop: { label: 'Storage.list(\'snapshots/\')', unit: 'ms', summary: summarize(floor) },
+        target: { text: 'report (the floor of any listing)', met: undefined }, extra: { storage: store.name },
+      });
       for (const item of cases) {
         const withBaseline = Boolean(baseline) && item.baseline;
         const samples = await measure(item.title, item.args, withBaseline, item.before);
