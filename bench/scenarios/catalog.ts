@@ -238,6 +238,10 @@ export async function catalog(context: ScenarioContext): Promise<ScenarioResult[
       // in this process, which both builds pay before anything else.
       const { openStorage } = await import('../../src/storage/open.js');
       const floor: number[] = [];
+      // This process talks to s3rver too: it needs the credentials the children get.
+      for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION']) {
+        if (store.env[name] !== undefined) process.env[name] = store.env[name];
+      }
       for (let i = 0; i < options.warmup + options.runs; i += 1) {
         const storage = openStorage(store.url);
         started = performance.now();

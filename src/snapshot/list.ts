@@ -145,7 +145,7 @@ export async function listManifests(storage: Storage, options: ListManifestsOpti
 
 /** The manifest of one snapshot; NotFoundError when no such snapshot exists. */
 export async function findManifest(storage: Storage, snapshotId: string): Promise<Manifest> {
-  const keys = (await storage.list(SNAPSHOTS_PREFIX)).map((object) => object.key).filter((key) => isManifestKey(key) && snapshotIdOfKey(key) === snapshotId);
+  const keys = (await listSnapshotObjects(storage)).map((object) => object.key).filter((key) => isManifestKey(key) && snapshotIdOfKey(key) === snapshotId);
   if (keys.length === 0) {
     throw new NotFoundError(`no snapshot ${snapshotId} in ${storage.url}`, { hint: 'list the snapshots with: backstop snapshots list --storage URL' });
   }
