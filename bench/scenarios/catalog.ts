@@ -36,7 +36,14 @@ const PER_TABLE = 100;
 const SPACING_MS = 100 * 60_000;
 /** One in ten is a before-image or an on-demand snapshot, as a guarded database would have. */
 const SOURCES = ['sidecar', 'sidecar', 'sidecar', 'sidecar', 'before-image', 'sidecar', 'sidecar', 'sidecar', 'sidecar', 'on-demand'] as const;
-const TARGET_MS = 2_000;
+/**
+ * Not in issue 5. Issue 12 asks that list and prune "stay fast" with 10,000 snapshots; on a
+ * shared 2-core machine with s3rver the absolute floor moves with the load, so the target is
+ * relative: at most half the time of the build before the catalog index, same run, same data.
+ */
+const TARGET_RATIO = 0.5;
+/** Cases measured against that target; the others are reported. */
+const TARGETED = new Set(['list', 'prune-keep', 'prune-keep-steady']);
 const TITLE = `snapshots in storage: ${(TABLES * PER_TABLE).toLocaleString('en')} (${TABLES} tables × ${PER_TABLE})`;
 
 interface Template {
@@ -267,7 +274,9 @@ export async function catalog(context: ScenarioContext): Promise<ScenarioResult[
           status: 'measured',
           backstop: { label: `backstop ${item.args.join(' ')}`, unit: 'ms', summary },
           ...(anchor ? { anchor: { label: `the same, baseline build (${path.relative(context.repoRoot, baseline!)})`, unit: 'ms' as const, summary: anchor }, ratio: summary.median / anchor.median } : {}),
-          target: { text: `≤ ${TARGET_MS / 1000} s (not in issue 5)`, met: summary.median <= TARGET_MS },
+          target: anchor && TARGETED.has(item.id)
+            ? { text: `≤ ${TARGET_RATIO}× the build before the catalog index`, met: summary.median / anchor.median <= TARGET_RATIO }
+            : { text: 'report', met: undefined },
           extra: { tables: TABLES, perTable: PER_TABLE, storage: store.name, ...(baseline ? { baseline } : {}) },
         });
       }
