@@ -5,11 +5,9 @@
  * kept and the failure reported.
  */
 import { CreateMultipartUploadCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
-import { spawn } from 'node:child_process';
-import { readdir, utimes } from 'node:fs/promises';
+import { utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkUnfinishedUploads } from '../../src/doctor/checks.js';
 import { openStorage } from '../../src/storage/open.js';
@@ -18,34 +16,9 @@ import { cleanUpUnfinishedUploads } from '../../src/storage/unfinished-uploads.j
 import { parseStorageUrl, type S3Location } from '../../src/storage/url.js';
 import { startTestS3, type TestS3 } from '../support/s3.js';
 import { uploadsFolder } from '../support/s3rver-multipart.js';
+import { killMidUpload, uploadsHeld } from '../support/uploads.js';
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const MB = 1024 * 1024;
-
-/** Run upload-child.ts until its upload is recorded and its first parts are up, then SIGKILL it. */
-async function killMidUpload(url: string, key: string): Promise<void> {
-  const child = spawn(process.execPath, ['--openssl-legacy-provider', '--import', 'tsx', path.join(REPO_ROOT, 'test/support/upload-child.ts'), url, key], {
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (text: string) => {
-    stderr += text;
-  });
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
-      if (text.includes('recorded')) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`upload child exited with ${code}: ${stderr}`)));
-  });
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGKILL');
-  await exited;
-}
-
-async function uploadsHeld(s3: TestS3): Promise<string[]> {
-  return readdir(uploadsFolder(s3.directory!, s3.bucket)).catch(() => []);
-}
 
 describe('unfinished multipart uploads on s3rver with the multipart requests', () => {
   let s3: TestS3;
