@@ -6,7 +6,7 @@
  * Peak RSS is not a scenario of its own: it is read from the capture and restore runs, and the
  * RSS rows appear whenever those run.
  */
-export const SCENARIO_NAMES = ['ddl-overhead', 'capture', 'capture-s3', 'restore', 'drop-approval', 'poll', 'concurrent-captures'] as const;
+export const SCENARIO_NAMES = ['ddl-overhead', 'capture', 'capture-s3', 'restore', 'drop-approval', 'poll', 'concurrent-captures', 'catalog'] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
 
 export const ROW_SIZES = { '1m': 1_000_000, '5m': 5_000_000 } as const;
@@ -30,6 +30,8 @@ export interface BenchOptions {
   noBuild: boolean;
   /** SQL run after every install() (to measure a proposed guard change). */
   afterInstallSql: string | undefined;
+  /** Another build's bin/backstop.js, measured beside this one in the catalog scenario (e.g. the code before a change). */
+  catalogBaseline: string | undefined;
 }
 
 export const USAGE = `usage: npm run bench -- [options]
@@ -44,6 +46,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --no-build         use dist/ as it is (default: build it with tsc first)
   --after-install-sql FILE  run this SQL after each install (to measure a proposed guard change;
                      results are labelled with the file)
+  --catalog-baseline BIN  another build's bin/backstop.js, run beside this one on the same
+                     snapshots in the catalog scenario (the anchor of its rows)
   --help`;
 
 function parseList<T extends string>(value: string, allowed: readonly T[], flag: string): T[] {
@@ -72,6 +76,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
     noReport: false,
     noBuild: false,
     afterInstallSql: undefined,
+    catalogBaseline: undefined,
   };
   for (let index = 0; index < argv.length; index += 1) {
     const flag = argv[index]!;
@@ -92,6 +97,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
       case '--no-report': options.noReport = true; break;
       case '--no-build': options.noBuild = true; break;
       case '--after-install-sql': options.afterInstallSql = value(); break;
+      case '--catalog-baseline': options.catalogBaseline = value(); break;
       case '--help': case '-h': return 'help';
       default: throw new Error(`unknown option "${flag}"\n${USAGE}`);
     }

@@ -15,6 +15,7 @@ import { updateBenchmarksMd, updateReadme, writeRunRecord } from './report.js';
 import type { ScenarioResult } from './results.js';
 import { captureLocal } from './scenarios/capture.js';
 import { captureS3 } from './scenarios/capture-s3.js';
+import { catalog } from './scenarios/catalog.js';
 import { concurrentCaptures } from './scenarios/concurrent-captures.js';
 import { ddlOverhead } from './scenarios/ddl-overhead.js';
 import { dropApproval } from './scenarios/drop-approval.js';
@@ -25,7 +26,7 @@ import { startBenchServer } from './server.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const TABLE_SCENARIOS: ScenarioName[] = ['capture', 'capture-s3', 'restore'];
-const CLI_SCENARIOS: ScenarioName[] = ['capture', 'capture-s3', 'restore', 'drop-approval'];
+const CLI_SCENARIOS: ScenarioName[] = ['capture', 'capture-s3', 'restore', 'drop-approval', 'catalog'];
 
 function log(line: string): void {
   process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
@@ -53,6 +54,8 @@ async function runScenario(name: ScenarioName, context: ScenarioContext): Promis
       return pollUnchanged(context);
     case 'concurrent-captures':
       return concurrentCaptures(context);
+    case 'catalog':
+      return catalog(context);
   }
 }
 

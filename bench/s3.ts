@@ -12,6 +12,8 @@ const SERVER_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 's
 export interface BenchS3 {
   endpoint: string;
   bucket: string;
+  /** s3rver's folder: objects are files under <directory>/<bucket>/<key>. */
+  directory: string;
   storageUrl(prefix: string): string;
   /** Environment for a Backstop child process that talks to this server. */
   env: NodeJS.ProcessEnv;
@@ -39,6 +41,7 @@ export async function startS3(workDir: string, bucket = 'bench'): Promise<BenchS
   return {
     endpoint,
     bucket,
+    directory,
     storageUrl: (prefix) => `s3://${bucket}/${prefix}@${endpoint}`,
     env: {
       ...process.env,

@@ -24,6 +24,7 @@ import { bypassGrants, connectedRoleGap, someTables } from '../db/row-security.j
 import { DatabaseError, PrivilegeError, SchemaVersionError, describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Storage } from '../storage/storage.js';
+import type { RetentionPolicy } from '../snapshot/retention.js';
 import { findRequest, orphanedRequests, pendingRequests, sayGoodbye, sayHello, type RequestRow } from '../decision/agent-api.js';
 import { expireAbandonedRequests } from '../decision/expiry.js';
 import type { ApprovalMode } from '../gate/settings.js';
@@ -51,7 +52,10 @@ export interface AgentOptions {
   /** Continuous snapshot interval. */
   intervalMs: number;
   snapshotEveryPoll: boolean;
-  keep?: number;
+  /** Background snapshots kept per table (default DEFAULT_RETENTION); 'keep-all' = never pruned. */
+  retention?: RetentionPolicy | 'keep-all';
+  /** Floor between two background captures of a table, in multiples of its last capture's duration (default 10). */
+  recaptureFactor?: number;
   schemas?: string[];
   concurrency: number;
   statePath: string;

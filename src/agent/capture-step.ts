@@ -1,7 +1,8 @@
 /**
  * One background or on-demand capture, start to finish: capture the table with the snapshot
  * engine, record the manifest in the database (backstop.snapshots, backstop.readiness) and in the
- * local catalog, count it in the metrics, and with --keep prune the table's older snapshots.
+ * local catalog, count it in the metrics; and the table's retention, applied after each
+ * background capture.
  */
 import type pg from 'pg';
 import { recordCapturedSnapshot } from '../capture/record.js';
@@ -9,9 +10,9 @@ import { describeError } from '../errors/index.js';
 import { verifyStoredChecksum } from '../gate/checksum.js';
 import type { Logger } from '../log/logger.js';
 import { captureTable } from '../snapshot/capture.js';
-import { listManifests } from '../snapshot/list.js';
 import type { Manifest, SnapshotSource } from '../snapshot/manifest.js';
 import { prune } from '../snapshot/prune.js';
+import type { RetentionPolicy } from '../snapshot/retention.js';
 import type { Storage } from '../storage/storage.js';
 import type { AgentMetrics } from './metrics.js';
 import type { AgentState } from './state.js';
@@ -69,12 +70,12 @@ export async function captureAndRecord(context: CaptureContext, request: Capture
 }
 
 /**
- * Keep the newest `keep` background snapshots of one table. Never removed: snapshots protected
- * because their table drifted, before-images of requests and named on-demand snapshots (someone
- * asked for those on purpose). Returns the ids removed.
+ * Apply the retention policy to one table's background snapshots. Never removed, and filling no
+ * slot of the policy: before-images of requests and on-demand snapshots (someone asked for those
+ * on purpose; `backstop prune` removes them when told to), and snapshots protected because their
+ * table drifted. Returns the ids removed.
  */
-export async function pruneTable(context: CaptureContext, table: { schema: string; table: string }, keep: number): Promise<string[]> {
-  const manifests = await listManifests(context.storage, { table });
+export async function pruneTable(context: CaptureContext, table: { schema: string; table: string }, policy: RetentionPolicy): Promise<string[]> {
   const protect = new Set(context.state.protectedSnapshots(table).map((p) => p.snapshotId));
   // Also what any agent protected: the newest snapshot taken before each alert on this table.
   const { rows } = await context.pool.query<{ snapshot_id: string }>(
@@ -86,12 +87,9 @@ export async function pruneTable(context: CaptureContext, table: { schema: strin
     [table.schema, table.table],
   );
   for (const row of rows) protect.add(row.snapshot_id);
-  for (const manifest of manifests) {
-    if (manifest.source !== 'sidecar') protect.add(manifest.snapshot_id);
-  }
   // 'size' instead of re-reading every kept file on each capture: the newest one was just checked.
-  const removed = await prune(context.storage, { table, keep, protect: [...protect], verification: 'size', logger: context.logger });
-  const ids = removed.map((manifest) => manifest.snapshot_id);
+  const removed = await prune(context.storage, { table, policy, sources: ['sidecar'], protect: [...protect], verification: 'size', logger: context.logger });
+  const ids = removed.map((snapshot) => snapshot.snapshot_id);
   for (const id of ids) {
     try {
       await context.pool.query('SELECT backstop.agent_forget_snapshot($1)', [id]);

@@ -117,6 +117,12 @@ export interface PlannedCapture {
 
 export interface CapturePlan {
   captures: PlannedCapture[];
+  /**
+   * Tables that changed but whose last capture was too recent for what it cost (see
+   * PlanOptions.recaptureFactor): captured at a later poll. Their snapshot does not match them,
+   * so they are not confirmed unchanged either.
+   */
+  deferred: Array<{ table: ObservedTable; reason: CaptureReason; notBefore: Date }>;
   /** Tables unchanged since their last successful capture. */
   unchanged: number;
   /** Their OIDs: their latest snapshots still match them (see backstop.agent_confirm_unchanged). */
@@ -137,11 +143,35 @@ export function countersChanged(before: TableCounters, now: TableCounters): 'dat
   return undefined;
 }
 
+/** A changed table waits at least this many times its last capture's duration (from that capture's start). */
+export const DEFAULT_RECAPTURE_FACTOR = 10;
+
+/** What a table's last successful background capture cost: when it started and how long it took. */
+export interface CaptureCost {
+  startedAt: Date;
+  durationMs: number;
+}
+
+/** Reasons that wait for a table's recapture floor; a new table, the startup sweep and retries (which have their own backoff) do not. */
+const FLOORED: ReadonlySet<CaptureReason> = new Set(['every-poll', 'data-changed', 'ddl-changed', 'refresh']);
+
+/** The earliest time a table may be captured again: its last start plus `factor` times its duration. */
+export function recaptureNotBefore(cost: CaptureCost, factor: number): Date {
+  return new Date(cost.startedAt.getTime() + factor * cost.durationMs);
+}
+
 export interface PlanOptions {
   /** Capture every table regardless (first poll after start, or --snapshot-every-poll). */
   captureAll?: CaptureReason;
   /** Re-capture an unchanged table whose last capture is older than this (ms); undefined = never. */
   refreshAfterMs?: number;
+  /**
+   * A table is captured again no sooner than this many times its last capture's duration after
+   * that capture started (so one table takes at most 1/factor of the agent's time); 0 or
+   * undefined = no floor. Needs `captureCosts`.
+   */
+  recaptureFactor?: number;
+  captureCosts?: ReadonlyMap<number, CaptureCost>;
   now: Date;
 }
 
@@ -151,7 +181,20 @@ export function planCaptures(
   retries: ReadonlyMap<number, RetryState>,
   options: PlanOptions,
 ): CapturePlan {
-  const plan: CapturePlan = { captures: [], unchanged: 0, unchangedRelids: [], waitingForRetry: 0 };
+  const plan: CapturePlan = { captures: [], deferred: [], unchanged: 0, unchangedRelids: [], waitingForRetry: 0 };
+  const capture = (table: ObservedTable, reason: CaptureReason): void => {
+    const cost = options.captureCosts?.get(table.relid);
+    if (cost && options.recaptureFactor && FLOORED.has(reason)) {
+      const notBefore = recaptureNotBefore(cost, options.recaptureFactor);
+      if (notBefore.getTime() > options.now.getTime()) {
+        plan.deferred.push({ table, reason, notBefore });
+        // A refresh is due to age alone: the table is unchanged and its snapshot still matches it.
+        if (reason === 'refresh') plan.unchangedRelids.push(table.relid);
+        return;
+      }
+    }
+    plan.captures.push({ table, reason });
+  };
   for (const table of observed) {
     const retry = retries.get(table.relid);
     if (retry) {
@@ -161,7 +204,7 @@ export function planCaptures(
       continue;
     }
     if (options.captureAll) {
-      plan.captures.push({ table, reason: options.captureAll });
+      capture(table, options.captureAll);
       continue;
     }
     const known = watched.get(table.relid);
@@ -171,9 +214,9 @@ export function planCaptures(
       continue;
     }
     const change = countersChanged(previous, table.counters);
-    if (change) plan.captures.push({ table, reason: change });
+    if (change) capture(table, change);
     else if (options.refreshAfterMs !== undefined && (known?.capturedAt?.getTime() ?? 0) < options.now.getTime() - options.refreshAfterMs) {
-      plan.captures.push({ table, reason: 'refresh' });
+      capture(table, 'refresh');
     } else {
       plan.unchanged += 1;
       plan.unchangedRelids.push(table.relid);

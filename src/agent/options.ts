@@ -1,6 +1,8 @@
 /** The `backstop agent` flags, checked and turned into AgentOptions fields. */
 import { ConfigError } from '../errors/index.js';
 import type { ApprovalMode } from '../gate/settings.js';
+import { DEFAULT_RETENTION, checkPolicy, describePolicy, type RetentionPolicy } from '../snapshot/retention.js';
+import { DEFAULT_RECAPTURE_FACTOR } from './change-detection.js';
 import { parseDuration } from './duration.js';
 
 export interface AgentFlags {
@@ -8,6 +10,11 @@ export interface AgentFlags {
   interval: string;
   snapshotEveryPoll?: boolean;
   keep?: string;
+  keepLast?: string;
+  keepHourly?: string;
+  keepDaily?: string;
+  keepAll?: boolean;
+  recaptureFactor?: string;
   schemas?: string;
   concurrency: string;
   /** --state; undefined = one file per database under ./.backstop/ (database-identity.ts). */
@@ -20,7 +27,10 @@ export interface ParsedAgentFlags {
   approval: ApprovalMode | undefined;
   intervalMs: number;
   snapshotEveryPoll: boolean;
-  keep: number | undefined;
+  /** Background snapshots kept per table; 'keep-all' = never pruned. */
+  retention: RetentionPolicy | 'keep-all';
+  /** A changed table is captured again no sooner than this many times its last capture's duration after that capture started. */
+  recaptureFactor: number;
   schemas: string[] | undefined;
   concurrency: number;
   statePath: string | undefined;
@@ -32,6 +42,38 @@ function positiveInteger(text: string, flag: string, allowZero = false): number 
   const value = Number(text);
   if (!/^\d+$/.test(text.trim()) || (!allowZero && value === 0)) {
     throw new ConfigError(`${flag}: "${text}" is not a ${allowZero ? 'non-negative' : 'positive'} whole number`, { hint: `e.g. ${flag} 4` });
+  }
+  return value;
+}
+
+/**
+ * The retention flags: none → DEFAULT_RETENTION; --keep N → the newest N (as it always was);
+ * --keep-last / --keep-hourly / --keep-daily → exactly that policy, rules not named keep 0
+ * (as with restic's forget); --keep-all → no pruning.
+ */
+export function parseRetentionFlags(flags: Pick<AgentFlags, 'keep' | 'keepLast' | 'keepHourly' | 'keepDaily' | 'keepAll'>): RetentionPolicy | 'keep-all' {
+  const rules = { last: flags.keepLast, hourly: flags.keepHourly, daily: flags.keepDaily };
+  const named = Object.values(rules).some((value) => value !== undefined);
+  if (flags.keepAll) {
+    if (named || flags.keep !== undefined) throw new ConfigError('--keep-all keeps every snapshot: leave out the other --keep flags', { hint: 'use either --keep-all or a policy such as ' + describePolicy(DEFAULT_RETENTION) });
+    return 'keep-all';
+  }
+  if (flags.keep !== undefined) {
+    if (named) throw new ConfigError('give either --keep or --keep-last / --keep-hourly / --keep-daily, not both', { hint: '--keep N is the same as --keep-last N' });
+    return { last: positiveInteger(flags.keep, '--keep'), hourly: 0, daily: 0 };
+  }
+  if (!named) return DEFAULT_RETENTION;
+  const count = (text: string | undefined, flag: string) => (text === undefined ? 0 : positiveInteger(text, flag, true));
+  return checkPolicy({ last: count(rules.last, '--keep-last'), hourly: count(rules.hourly, '--keep-hourly'), daily: count(rules.daily, '--keep-daily') });
+}
+
+function parseRecaptureFactor(text: string | undefined): number {
+  if (text === undefined) return DEFAULT_RECAPTURE_FACTOR;
+  const value = Number(text.trim());
+  if (text.trim() === '' || !Number.isFinite(value) || value < 0) {
+    throw new ConfigError(`--recapture-factor: "${text}" is not a number of 0 or more`, {
+      hint: `e.g. --recapture-factor ${DEFAULT_RECAPTURE_FACTOR} (a table whose capture took 30 s is captured again at most every 5 minutes); 0 turns the floor off`,
+    });
   }
   return value;
 }
@@ -63,7 +105,8 @@ export function parseAgentFlags(flags: AgentFlags): ParsedAgentFlags {
     approval,
     intervalMs: parseDuration(flags.interval, '--interval'),
     snapshotEveryPoll: Boolean(flags.snapshotEveryPoll),
-    keep: flags.keep === undefined ? undefined : positiveInteger(flags.keep, '--keep'),
+    retention: parseRetentionFlags(flags),
+    recaptureFactor: parseRecaptureFactor(flags.recaptureFactor),
     schemas: schemas && schemas.length > 0 ? schemas : undefined,
     concurrency: positiveInteger(flags.concurrency, '--concurrency'),
     statePath: flags.state?.trim() || undefined,

@@ -5,13 +5,21 @@
  * table's failure is retried with backoff and never stops the others. Each poll also checks for
  * drift (tables or columns gone without a consumed request) before anything is captured, so the
  * snapshot from before the drift is the one that gets protected.
+ *
+ * Two bounds keep the defaults from filling storage or the agent's time: after each background
+ * capture the table's retention policy is applied (DEFAULT_RETENTION unless told otherwise), and
+ * a changed table is captured again no sooner than `recaptureFactor` times its last capture's
+ * duration after that capture started, so one busy table takes at most a tenth of the agent's
+ * time by default. What captures cost is remembered in memory: after a restart the startup sweep
+ * captures every table anyway and measures them again.
  */
 import type pg from 'pg';
 import { describeError } from '../errors/index.js';
 import type { Logger } from '../log/logger.js';
 import type { Storage } from '../storage/storage.js';
 import { captureAndRecord, pruneTable, type CaptureContext } from './capture-step.js';
-import { observeTables, planCaptures, type CaptureReason, type PlannedCapture } from './change-detection.js';
+import { DEFAULT_RECAPTURE_FACTOR, observeTables, planCaptures, type CaptureCost, type CaptureReason, type PlannedCapture } from './change-detection.js';
+import { DEFAULT_RETENTION, type RetentionPolicy } from '../snapshot/retention.js';
 import { coveredByConsumedRequests, describeDrift, findDriftCandidates, recordAlert, stillExisting, type DriftCandidate } from './drift.js';
 import { Limiter, forEachLimited } from './limiter.js';
 import type { AgentMetrics } from './metrics.js';
@@ -24,8 +32,15 @@ export interface SchedulerOptions {
   interval: number;
   /** Capture every table on every poll, changed or not. */
   everyPoll: boolean;
-  /** Keep this many background snapshots per table (older ones are pruned); undefined = keep all. */
+  /** Background snapshots kept per table after each capture (default DEFAULT_RETENTION); 'keep-all' = never pruned. */
+  retention?: RetentionPolicy | 'keep-all';
+  /** Shorthand for `retention: { last: keep, hourly: 0, daily: 0 }` (the --keep flag). */
   keep?: number;
+  /**
+   * A changed table is captured again no sooner than this many times its last capture's duration
+   * after that capture started (default 10; 0 = no floor).
+   */
+  recaptureFactor?: number;
   /** Watched schemas; undefined or empty = every user schema. */
   schemas?: string[];
   /** At most this many captures at once (polls and on-demand together). */
@@ -65,6 +80,8 @@ export interface PollReport {
   skippedUnchanged: number;
   /** Tables that failed before and are waiting for their next attempt. */
   waitingForRetry: number;
+  /** Changed tables waiting for their recapture floor (their last capture was too recent for what it cost). */
+  deferred: number;
   failed: number;
   failures: PollFailure[];
   alertsRaised: number;
@@ -93,6 +110,8 @@ export class SnapshotScheduler {
   private pollsDone = 0;
   private databaseBound = false;
   private lastReport: PollReport | undefined;
+  /** What each table's last background capture cost, by relid (see recaptureFactor). */
+  private readonly captureCosts = new Map<number, CaptureCost>();
 
   constructor(deps: SnapshotSchedulerDeps) {
     this.context = { pool: deps.pool, storage: deps.storage, state: deps.state, metrics: deps.metrics, logger: deps.logger };
@@ -238,6 +257,7 @@ export class SnapshotScheduler {
       captured: 0,
       skippedUnchanged: 0,
       waitingForRetry: 0,
+      deferred: 0,
       failed: 0,
       failures: [],
       alertsRaised: 0,
@@ -262,10 +282,13 @@ export class SnapshotScheduler {
         now: new Date(),
         ...(captureAll ? { captureAll } : {}),
         ...(this.options.refreshAfter !== undefined ? { refreshAfterMs: this.options.refreshAfter } : {}),
+        recaptureFactor: this.options.recaptureFactor ?? DEFAULT_RECAPTURE_FACTOR,
+        captureCosts: this.captureCosts,
       },
     );
     report.skippedUnchanged = plan.unchanged;
     report.waitingForRetry = plan.waitingForRetry;
+    report.deferred = plan.deferred.length;
 
     await forEachLimited(this.limiter, plan.captures, (planned) => this.captureOne(planned, report));
     await this.confirmUnchanged(plan.unchangedRelids, observation.observedAt);
@@ -279,6 +302,7 @@ export class SnapshotScheduler {
       unchanged: report.skippedUnchanged,
       failed: report.failed,
       waiting_for_retry: report.waitingForRetry,
+      deferred: report.deferred,
       alerts: report.alertsRaised,
       pruned: report.pruned,
       ms: Math.round(report.durationMs),
@@ -307,8 +331,10 @@ export class SnapshotScheduler {
     const { state, logger } = this.context;
     const name = { schema: table.schema, table: table.table };
     const { signal } = this.controller;
+    const startedAt = new Date();
     try {
       const manifest = await captureAndRecord(this.context, { ...name, source: 'sidecar', signal });
+      this.captureCosts.set(table.relid, { startedAt, durationMs: Date.now() - startedAt.getTime() });
       // The counters read before the capture: a change during it shows up as a change next poll.
       state.recordCapture(table.relid, table.counters, manifest.snapshot_id, new Date());
       report.captured += 1;
@@ -328,13 +354,20 @@ export class SnapshotScheduler {
       });
       return;
     }
-    if (this.options.keep !== undefined) {
+    const retention = this.retention();
+    if (retention !== 'keep-all') {
       try {
-        report.pruned += (await pruneTable(this.context, name, this.options.keep)).length;
+        report.pruned += (await pruneTable(this.context, name, retention)).length;
       } catch (error) {
         logger.warn('pruning old snapshots failed', { table: `${table.schema}.${table.table}`, error: describeError(error) });
       }
     }
+  }
+
+  private retention(): RetentionPolicy | 'keep-all' {
+    if (this.options.retention !== undefined) return this.options.retention;
+    if (this.options.keep !== undefined) return { last: this.options.keep, hourly: 0, daily: 0 };
+    return DEFAULT_RETENTION;
   }
 
   /**

@@ -4,7 +4,7 @@
  */
 import type { Logger } from '../log/logger.js';
 import { parseQualifiedName } from '../db/identifiers.js';
-import { listManifests } from '../snapshot/list.js';
+import { listSnapshots } from '../snapshot/list.js';
 import { openStorage } from '../storage/open.js';
 import type { Storage } from '../storage/storage.js';
 import { BeforeImages, createCapturePool } from '../capture/before-image.js';
@@ -14,6 +14,8 @@ import { ImageCompleter } from '../capture/completion.js';
 import { CaptureSlots, captureBudget } from '../capture/slots.js';
 import type { Agent, AgentWork } from './agent.js';
 import { SnapshotScheduler } from './scheduler.js';
+import { cleanUpUnfinishedUploads } from '../storage/unfinished-uploads.js';
+import { describeError } from '../errors/index.js';
 
 export async function openAgentStorage(url: string | undefined): Promise<Storage> {
   return openStorage(url);
@@ -64,7 +66,8 @@ export function agentWork(agent: Agent, storage: Storage, logger: Logger): Agent
       interval: options.intervalMs,
       everyPoll: options.snapshotEveryPoll,
       concurrency: schedulerConcurrency,
-      ...(options.keep !== undefined ? { keep: options.keep } : {}),
+      ...(options.retention !== undefined ? { retention: options.retention } : {}),
+      ...(options.recaptureFactor !== undefined ? { recaptureFactor: options.recaptureFactor } : {}),
       ...(options.schemas ? { schemas: options.schemas } : {}),
       stopTimeout: options.shutdownGraceMs ?? 20_000,
     },
@@ -78,6 +81,17 @@ export function agentWork(agent: Agent, storage: Storage, logger: Logger): Agent
     logger: logger.child({ component: 'completion' }),
     record,
   });
+  // Multipart uploads a killed capture left (its parts are billed until aborted): abort them now,
+  // beside the start, never holding it up. Every agent may do this: an upload still running in
+  // another live process is left alone (see planUploadCleanup).
+  const uploadCleanup = cleanUpUnfinishedUploads(storage, { logger: logger.child({ component: 'storage' }) })
+    .then((report) => {
+      if (report.aborted.length > 0 || report.failed.length > 0) {
+        logger.info('unfinished uploads cleaned up', { event: 'uploads.cleanup', aborted: report.aborted.length, failed: report.failed.length, left: report.left.length });
+      }
+    })
+    .catch((error: unknown) => logger.warn('could not look for unfinished uploads; will try at the next start', { event: 'uploads.cleanup_failed', error: describeError(error) }));
+  agent.onStop(() => uploadCleanup);
   const truncateImages = new TruncateExporter({ pool: capturePool, storage, slots, logger: logger.child({ component: 'truncate-export' }), record });
   return {
     capturer: beforeImages,
@@ -89,7 +103,7 @@ export function agentWork(agent: Agent, storage: Storage, logger: Logger): Agent
       await scheduler.handleSnapshotRequests(signal);
     },
     scheduler,
-    // The same JSON as `backstop snapshots list --json`: the manifests in storage, newest first.
-    listSnapshots: async (table) => listManifests(storage, table ? { table: parseQualifiedName(table) } : {}),
+    // The same JSON as `backstop snapshots list --json`: snapshot summaries, newest first.
+    listSnapshots: async (table) => listSnapshots(storage, { ...(table ? { table: parseQualifiedName(table) } : {}), logger }),
   };
 }

@@ -10,7 +10,9 @@ import { describeError } from '../errors/index.js';
 import { BACKSTOP_VERSION } from '../version.js';
 import { listMigrations, schemaVersion } from '../install/install.js';
 import { describeTruncateGuardGap, eventTriggerFindings, truncateGuardGaps } from '../install/repair.js';
+import { formatBytes } from '../log/progress.js';
 import type { Storage } from '../storage/storage.js';
+import { planUploadCleanup } from '../storage/unfinished-uploads.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -220,6 +222,32 @@ async function checkStorage(storage: Storage): Promise<CheckResult> {
   }
 }
 
+const LIFECYCLE_HINT = 'an S3 lifecycle rule with AbortIncompleteMultipartUpload (e.g. DaysAfterInitiation 7) on the bucket aborts what Backstop cannot';
+
+/** Multipart uploads that killed captures left behind (billed until aborted); read-only. */
+export async function checkUnfinishedUploads(storage: Storage): Promise<CheckResult | undefined> {
+  if (!storage.unfinishedUploads) return undefined;
+  try {
+    const listing = await storage.unfinishedUploads({ sizes: true });
+    const plan = planUploadCleanup(listing.uploads, { now: new Date() });
+    const bytes = listing.uploads.reduce((sum, upload) => sum + (upload.bytes ?? 0), 0);
+    const listed = listing.listingError
+      ? ` (ListMultipartUploads is not available here, ${listing.listingError}: only the uploads Backstop recorded are seen; ${LIFECYCLE_HINT})`
+      : '';
+    if (listing.uploads.length === 0) return { check: 'unfinished uploads', status: 'ok', detail: `no unfinished multipart uploads${listed}` };
+    const detail = `${listing.uploads.length} unfinished multipart upload(s)${bytes > 0 ? `, ${formatBytes(bytes)}` : ''}: ${plan.abort.length} left by captures that were killed, ${plan.leave.length} may still be running${listed}`;
+    if (plan.abort.length === 0) return { check: 'unfinished uploads', status: 'ok', detail };
+    return {
+      check: 'unfinished uploads',
+      status: 'warn',
+      detail,
+      hint: `the agent aborts them when it starts, and so does backstop prune; ${LIFECYCLE_HINT}`,
+    };
+  } catch (error) {
+    return { check: 'unfinished uploads', status: 'warn', detail: `cannot look for unfinished multipart uploads: ${describeError(error)}`, hint: LIFECYCLE_HINT };
+  }
+}
+
 /**
  * Run every check inside one READ ONLY transaction that is rolled back: doctor never changes
  * anything. Database checks stop early when Backstop is not installed.
@@ -241,6 +269,11 @@ async function runChecks(client: pg.ClientBase, storage?: Storage): Promise<Chec
     results.push(await checkEventTriggers(client), await checkTruncateGuards(client), await checkLoopback(client), await checkRowSecurity(client));
     results.push(...(await checkAgents(client)), await checkReadiness(client), await checkAlerts(client));
   }
-  if (storage) results.push(await checkStorage(storage));
+  if (storage) {
+    const reachable = await checkStorage(storage);
+    results.push(reachable);
+    const uploads = reachable.status === 'ok' ? await checkUnfinishedUploads(storage) : undefined;
+    if (uploads) results.push(uploads);
+  }
   return results;
 }

@@ -2,6 +2,7 @@
 import type { Readable } from 'node:stream';
 import { LocalStorage } from './local.js';
 import type { PutOptions, Storage, StoredObject } from './storage.js';
+import type { UnfinishedUpload, UnfinishedUploadsListing } from './unfinished-uploads.js';
 import { formatStorageLocation, parseStorageUrl, type S3Location } from './url.js';
 
 /**
@@ -35,11 +36,20 @@ class DeferredS3Storage implements Storage {
   async list(prefix: string): Promise<StoredObject[]> {
     return (await this.#open()).list(prefix);
   }
+  async listFolders(prefix: string): Promise<string[]> {
+    return (await this.#open()).listFolders!(prefix);
+  }
   async delete(key: string): Promise<void> {
     return (await this.#open()).delete(key);
   }
   async check(): Promise<void> {
     return (await this.#open()).check();
+  }
+  async unfinishedUploads(options?: { sizes?: boolean }): Promise<UnfinishedUploadsListing> {
+    return (await this.#open()).unfinishedUploads!(options);
+  }
+  async abortUpload(upload: UnfinishedUpload): Promise<void> {
+    return (await this.#open()).abortUpload!(upload);
   }
 }
 

@@ -40,10 +40,33 @@ describe('agent flags', () => {
 
   it('checks approval, keep, concurrency and schemas', () => {
     expect(parseAgentFlags({ ...defaults, approval: 'operator', keep: '5', schemas: 'public, "Sales EU",sales', snapshotEveryPoll: true })).toMatchObject({
-      approval: 'operator', keep: 5, schemas: ['public', 'Sales EU', 'sales'], snapshotEveryPoll: true, intervalMs: 60_000, concurrency: 4,
+      approval: 'operator', retention: { last: 5, hourly: 0, daily: 0 }, schemas: ['public', 'Sales EU', 'sales'], snapshotEveryPoll: true, intervalMs: 60_000, concurrency: 4,
     });
     expect(() => parseAgentFlags({ ...defaults, approval: 'yes' })).toThrow(ConfigError);
     expect(() => parseAgentFlags({ ...defaults, concurrency: '0' })).toThrow(ConfigError);
     expect(() => parseAgentFlags({ ...defaults, keep: 'all' })).toThrow(ConfigError);
+  });
+
+  it('bounds retention by default and takes a policy, --keep N or --keep-all instead', () => {
+    expect(parseAgentFlags(defaults)).toMatchObject({ retention: { last: 5, hourly: 24, daily: 7 }, recaptureFactor: 10 });
+    // Rules not named keep nothing, as with restic's forget.
+    expect(parseAgentFlags({ ...defaults, keepDaily: '30' }).retention).toEqual({ last: 0, hourly: 0, daily: 30 });
+    expect(parseAgentFlags({ ...defaults, keepLast: '2', keepHourly: '6' }).retention).toEqual({ last: 2, hourly: 6, daily: 0 });
+    expect(parseAgentFlags({ ...defaults, keepAll: true }).retention).toBe('keep-all');
+    expect(parseAgentFlags({ ...defaults, recaptureFactor: '0' }).recaptureFactor).toBe(0);
+    expect(parseAgentFlags({ ...defaults, recaptureFactor: '2.5' }).recaptureFactor).toBe(2.5);
+  });
+
+  it('refuses retention flags that contradict each other or keep nothing, with a hint', () => {
+    for (const flags of [{ keep: '3', keepLast: '3' }, { keepAll: true, keepDaily: '7' }, { keepLast: '0' }, { keepHourly: 'x' }, { recaptureFactor: '-1' }, { recaptureFactor: 'ten' }]) {
+      let error: unknown;
+      try {
+        parseAgentFlags({ ...defaults, ...flags });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).hint).toBeTruthy();
+    }
   });
 });

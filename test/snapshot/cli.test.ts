@@ -95,6 +95,29 @@ describe('snapshot commands', () => {
     expect(report.removed.map((r) => r.snapshot_id)).toEqual([lines[1]!.snapshot_id]);
   });
 
+  it('prune applies --keep-last / --keep-daily; a dry run says what it would remove and removes nothing', async () => {
+    const storage = path.join(folder, 'policy');
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i += 1) {
+      const run = await backstop(['snapshot', '--db', db.url, '--storage', storage, '--table', 'orders', '--json']);
+      ids.unshift(String(jsonLines(run.stdout)[0]!.snapshot_id));
+    }
+    const dry = await backstop(['prune', '--storage', storage, '--keep-last', '1', '--keep-daily', '1', '--dry-run']);
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toContain(`would remove snapshot ${ids[1]}`);
+    expect(dry.stdout).toContain(`would remove snapshot ${ids[2]}`);
+    const listed = JSON.parse((await backstop(['snapshots', 'list', '--storage', storage, '--json'])).stdout) as Array<{ snapshot_id: string }>;
+    expect(listed.map((s) => s.snapshot_id)).toEqual(ids);
+
+    const real = await backstop(['prune', '--storage', storage, '--keep-last', '1', '--keep-daily', '1', '--json']);
+    expect(real.code).toBe(0);
+    const report = JSON.parse(real.stdout) as { removed: Array<{ snapshot_id: string }>; kept: string[]; uploads: unknown };
+    expect(report.removed.map((r) => r.snapshot_id)).toEqual([ids[1], ids[2]]);
+    expect(report.kept).toEqual([ids[0]]);
+    // A local folder has no multipart uploads.
+    expect(report.uploads).toBeNull();
+  });
+
   it('verify fails with one line and a hint when the data file was altered', async () => {
     const storage = path.join(folder, 'tamper');
     const run = await backstop(['snapshot', '--db', db.url, '--storage', storage, '--table', 'orders', '--json']);
@@ -125,6 +148,11 @@ describe('snapshot commands', () => {
     expect(badUrl.stderr).toMatch(/^error: .*bucket.*\nhint: /);
     const badKeep = await backstop(['prune', '--storage', path.join(folder, 'x'), '--keep', '0']);
     expect(badKeep.code).toBe(2);
+    const noPolicy = await backstop(['prune', '--storage', path.join(folder, 'x')]);
+    expect(noPolicy.code).toBe(2);
+    expect(noPolicy.stderr).toMatch(/^error: .*\nhint: .*--keep-last 5 --keep-hourly 24 --keep-daily 7/);
+    const both = await backstop(['prune', '--storage', path.join(folder, 'x'), '--keep', '2', '--keep-daily', '7']);
+    expect(both.code).toBe(2);
     const missing = await backstop(['verify', '--storage', path.join(folder, 'x'), '--snapshot-id', 'abcdefabcdef']);
     expect(missing.code).not.toBe(0);
     expect(missing.stderr).toMatch(/no snapshot abcdefabcdef/);

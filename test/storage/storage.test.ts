@@ -65,6 +65,8 @@ describe.each([
     await storage.put('other/three.txt', Readable.from([Buffer.from('3')]));
     expect((await storage.list('snapshots/')).map((o) => o.key).sort()).toEqual(['snapshots/a.b/one.txt', 'snapshots/c.d/two.txt']);
     expect((await storage.list('snapshots/a.')).map((o) => o.key)).toEqual(['snapshots/a.b/one.txt']);
+    expect((await storage.listFolders!('snapshots/')).sort()).toEqual(['a.b', 'c.d']);
+    expect(await storage.listFolders!('nothing/')).toEqual([]);
     await storage.delete('snapshots/a.b/one.txt');
     await storage.delete('snapshots/a.b/one.txt');
     expect(await storage.head('snapshots/a.b/one.txt')).toBeUndefined();

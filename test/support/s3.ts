@@ -8,12 +8,15 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import S3rver from 's3rver';
+import { multipartRoutes } from './s3rver-multipart.js';
 import { dockerAvailable } from './servers.js';
 
 export interface TestS3 {
   bucket: string;
   endpoint: string;
   label: string;
+  /** s3rver's folder (objects and unfinished uploads as files); undefined for MinIO. */
+  directory?: string;
   /** `s3://bucket[/prefix]@endpoint`. */
   url(prefix?: string): string;
   /** Create another bucket on the same server. */
@@ -88,9 +91,11 @@ async function startMinio(bucket: string): Promise<TestS3> {
   };
 }
 
-async function startS3rver(bucket: string): Promise<TestS3> {
+async function startS3rver(bucket: string, multipart: boolean): Promise<TestS3> {
   const directory = await mkdtemp(path.join(os.tmpdir(), 'backstop-s3rver-'));
   const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory, configureBuckets: [{ name: bucket }] });
+  // The multipart requests s3rver lacks (see s3rver-multipart.ts), ahead of its router.
+  if (multipart) server.middleware.unshift(multipartRoutes(directory) as never);
   const address = await server.run();
   const endpoint = `http://127.0.0.1:${address.port}`;
   useCredentials();
@@ -98,6 +103,7 @@ async function startS3rver(bucket: string): Promise<TestS3> {
     bucket,
     endpoint,
     label: 's3rver (in-process)',
+    directory,
     url: urlFor(bucket, endpoint),
     createBucket: bucketCreator(endpoint),
     async stop() {
@@ -107,8 +113,11 @@ async function startS3rver(bucket: string): Promise<TestS3> {
   };
 }
 
-/** Start an S3 server with one bucket (default `backstop-test`). */
-export async function startTestS3(bucket = 'backstop-test'): Promise<TestS3> {
-  if (process.env.BACKSTOP_TEST_S3 !== 's3rver' && (await dockerAvailable())) return startMinio(bucket);
-  return startS3rver(bucket);
+/**
+ * Start an S3 server with one bucket (default `backstop-test`). `multipart: false` gives s3rver
+ * without the multipart requests it lacks (ListMultipartUploads, ListParts, AbortMultipartUpload).
+ */
+export async function startTestS3(bucket = 'backstop-test', options: { multipart?: boolean; forceS3rver?: boolean } = {}): Promise<TestS3> {
+  if (!options.forceS3rver && process.env.BACKSTOP_TEST_S3 !== 's3rver' && (await dockerAvailable())) return startMinio(bucket);
+  return startS3rver(bucket, options.multipart ?? true);
 }

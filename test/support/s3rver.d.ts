@@ -14,6 +14,8 @@ declare module 's3rver' {
   export default class S3rver {
     constructor(options?: S3rverOptions);
     run(): Promise<AddressInfo>;
+    /** Koa's middleware list (s3rver is a Koa application); composed when run() starts listening. */
+    middleware: Array<(ctx: never, next: () => Promise<unknown>) => Promise<unknown>>;
     close(): Promise<void>;
   }
 }

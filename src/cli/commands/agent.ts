@@ -73,7 +73,12 @@ export function registerAgentCommand(program: Command): void {
     .option('--approval <mode>', 'auto | operator: overrides backstop.settings.approval_mode for this agent (operator is stricter)')
     .option('--interval <duration>', 'continuous snapshot poll interval, e.g. 500ms, 2s, 5m', '60s')
     .option('--snapshot-every-poll', 'capture every table on every poll, changed or not')
-    .option('--keep <n>', 'snapshots to keep per table (older ones are pruned)')
+    .option('--keep-last <n>', 'background snapshots to keep per table: the newest N (default policy: --keep-last 5 --keep-hourly 24 --keep-daily 7)')
+    .option('--keep-hourly <n>', 'keep the newest background snapshot of each of the N most recent hours (UTC) that have one')
+    .option('--keep-daily <n>', 'keep the newest background snapshot of each of the N most recent days (UTC) that have one')
+    .option('--keep <n>', 'keep the newest N background snapshots per table (the same as --keep-last N alone)')
+    .option('--keep-all', 'never prune background snapshots')
+    .option('--recapture-factor <x>', 'capture a changed table again no sooner than x times its last capture\'s duration after that capture started (0: no floor)', '10')
     .option('--schemas <list>', 'comma-separated schemas to snapshot, names as in the catalog (default: every user schema)')
     .option('--concurrency <n>', 'tables captured at once', '4')
     .option('--state <path>', 'agent state file (SQLite; default: one per database, .backstop/agent-<database>-<id>.sqlite)')
@@ -104,7 +109,8 @@ export function registerAgentCommand(program: Command): void {
           ...(flags.approval ? { approval: flags.approval } : {}),
           intervalMs: flags.intervalMs,
           snapshotEveryPoll: flags.snapshotEveryPoll,
-          ...(flags.keep !== undefined ? { keep: flags.keep } : {}),
+          retention: flags.retention,
+          recaptureFactor: flags.recaptureFactor,
           ...(flags.schemas ? { schemas: flags.schemas } : {}),
           concurrency: flags.concurrency,
           statePath,

@@ -10,11 +10,13 @@ import { ConfigError, NotFoundError } from '../../errors/index.js';
 import { createLogger } from '../../log/logger.js';
 import { formatBytes } from '../../log/progress.js';
 import { captureGroup, captureTable } from '../../snapshot/capture.js';
-import { listManifests } from '../../snapshot/list.js';
+import { listSnapshots, type SnapshotEntry } from '../../snapshot/list.js';
 import type { Manifest } from '../../snapshot/manifest.js';
 import { pruneWithReport } from '../../snapshot/prune.js';
+import { DEFAULT_RETENTION, describePolicy, type RetentionPolicy } from '../../snapshot/retention.js';
 import { verifySnapshot } from '../../snapshot/verify.js';
 import { openStorage } from '../../storage/open.js';
+import { cleanUpUnfinishedUploads } from '../../storage/unfinished-uploads.js';
 import { withDatabaseOption, withStorageOption } from '../program.js';
 
 interface SnapshotCommandOptions {
@@ -42,7 +44,11 @@ interface VerifyCommandOptions {
 
 interface PruneCommandOptions {
   storage?: string;
-  keep: string;
+  keep?: string;
+  keepLast?: string;
+  keepHourly?: string;
+  keepDaily?: string;
+  verify: string;
   table?: string;
   dryRun?: boolean;
   json?: boolean;
@@ -52,6 +58,35 @@ const UNQUALIFIED = '\u0000';
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
+}
+
+function wholeNumber(text: string, flag: string): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value)) {
+    throw new ConfigError(`${flag} must be a whole number of 0 or more (got "${text}")`, { hint: `for example ${describePolicy(DEFAULT_RETENTION)}` });
+  }
+  return value;
+}
+
+/** --keep N (the newest N), or a policy from --keep-last / --keep-hourly / --keep-daily (unnamed rules keep 0). */
+function prunePolicy(options: PruneCommandOptions): { keep: number } | { policy: RetentionPolicy } {
+  const rules = [options.keepLast, options.keepHourly, options.keepDaily];
+  if (options.keep !== undefined) {
+    if (rules.some((rule) => rule !== undefined)) {
+      throw new ConfigError('give either --keep or --keep-last / --keep-hourly / --keep-daily, not both', { hint: '--keep N is the same as --keep-last N' });
+    }
+    return { keep: positiveInteger(options.keep, '--keep') };
+  }
+  if (rules.every((rule) => rule === undefined)) {
+    throw new ConfigError('say what to keep', { hint: `e.g. backstop prune --storage URL ${describePolicy(DEFAULT_RETENTION)} (the agent's default), or --keep N` });
+  }
+  return {
+    policy: {
+      last: options.keepLast === undefined ? 0 : wholeNumber(options.keepLast, '--keep-last'),
+      hourly: options.keepHourly === undefined ? 0 : wholeNumber(options.keepHourly, '--keep-hourly'),
+      daily: options.keepDaily === undefined ? 0 : wholeNumber(options.keepDaily, '--keep-daily'),
+    },
+  };
 }
 
 function positiveInteger(text: string, flag: string): number {
@@ -80,7 +115,11 @@ function tableWithoutDatabase(input: string): QualifiedName {
   return parseQualifiedName(input, 'public');
 }
 
-function snapshotLine(manifest: Manifest): Record<string, unknown> {
+type SnapshotLineFields = Pick<SnapshotEntry, 'snapshot_id' | 'schema' | 'table' | 'row_count' | 'checksum' | 'parquet_path' | 'location' | 'size_bytes' | 'created_at' | 'duration_ms' | 'warnings'> & {
+  group: { name: string; id: string } | null;
+};
+
+function snapshotLine(manifest: SnapshotLineFields): Record<string, unknown> {
   return {
     snapshot_id: manifest.snapshot_id,
     table: displayName({ schema: manifest.schema, table: manifest.table }),
@@ -187,7 +226,7 @@ export function registerSnapshotCommands(program: Command): void {
   withStorageOption(withDatabaseOption(snapshots.command('list')))
     .description('list snapshots in storage, newest first')
     .option('--table <name>', 'only this table (schema.table; unqualified: resolved on --db if given, else schema public)')
-    .option('--json', 'print a JSON array of manifests')
+    .option('--json', 'print a JSON array of snapshot summaries (the manifest without columns and definition; manifest_key names the whole one)')
     .action(async (options: ListCommandOptions) => {
       const storage = openStorage(options.storage);
       let filter: QualifiedName | undefined;
@@ -210,8 +249,9 @@ export function registerSnapshotCommands(program: Command): void {
         }
       }
       const logger = createLogger();
-      const manifests = await listManifests(storage, {
+      const manifests = await listSnapshots(storage, {
         ...(filter ? { table: filter } : {}),
+        logger,
         onInvalid: (key, error) => logger.warn('unreadable manifest left out', { key, error: error instanceof Error ? error.message : String(error) }),
       });
       if (options.json) {
@@ -256,23 +296,44 @@ export function registerSnapshotCommands(program: Command): void {
     });
 
   withStorageOption(program.command('prune'))
-    .description('keep at most N verified snapshots per table (never the newest verified one) and remove orphaned data files')
-    .requiredOption('--keep <n>', 'verified snapshots to keep per table (at least 1)')
+    .description(
+      'apply a retention policy to every table\'s snapshots (all sources: before-images and named snapshots too; never the newest verified one), remove orphaned data files, and abort multipart uploads that killed captures left behind',
+    )
+    .option('--keep <n>', 'keep the newest N verified snapshots per table (the same as --keep-last N)')
+    .option('--keep-last <n>', 'keep the newest N snapshots per table')
+    .option('--keep-hourly <n>', 'keep the newest snapshot of each of the N most recent hours (UTC) that have one')
+    .option('--keep-daily <n>', 'keep the newest snapshot of each of the N most recent days (UTC) that have one')
+    .option('--verify <how>', 'how kept snapshots are checked where something is removed: sha256 (re-read each data file) or size (the listed size only)', 'sha256')
     .option('--table <name>', 'only this table (schema.table; unqualified means schema public)')
     .option('--dry-run', 'report what would be removed and remove nothing')
     .option('--json', 'print the report as JSON')
     .action(async (options: PruneCommandOptions) => {
-      const keep = positiveInteger(options.keep, '--keep');
+      const retention = prunePolicy(options);
+      if (options.verify !== 'sha256' && options.verify !== 'size') {
+        throw new ConfigError(`--verify: "${options.verify}" is not sha256 or size`, { hint: 'sha256 re-reads every kept data file of a table that loses snapshots; size only compares the listed sizes' });
+      }
       const storage = openStorage(options.storage);
+      const logger = createLogger();
       const report = await pruneWithReport(storage, {
-        keep,
-        logger: createLogger(),
+        ...retention,
+        verification: options.verify,
+        logger,
         ...(options.table ? { table: tableWithoutDatabase(options.table) } : {}),
         ...(options.dryRun ? { dryRun: true } : {}),
       });
+      const uploads = await cleanUpUnfinishedUploads(storage, { ...(options.dryRun ? { dryRun: true } : {}), logger });
       if (options.json) {
+        const decision = (d: { upload: { key: string; uploadId: string }; why: string }) => ({ key: d.upload.key, upload_id: d.upload.uploadId, why: d.why });
+        const uploadReport = uploads.supported
+          ? {
+              aborted: uploads.aborted.map(decision),
+              left: uploads.left.map(decision),
+              failed: uploads.failed.map((f) => ({ ...decision(f), error: f.error })),
+              listing_error: uploads.listingError ?? null,
+            }
+          : null;
         process.stdout.write(
-          `${JSON.stringify({ dry_run: Boolean(options.dryRun), removed: report.removed.map(snapshotLine), orphans: report.orphans, kept: report.kept, corrupt: report.corrupt }, null, 2)}\n`,
+          `${JSON.stringify({ dry_run: Boolean(options.dryRun), removed: report.removed.map(snapshotLine), orphans: report.orphans, kept: report.kept, corrupt: report.corrupt, uploads: uploadReport }, null, 2)}\n`,
         );
         return;
       }
@@ -280,6 +341,16 @@ export function registerSnapshotCommands(program: Command): void {
       for (const m of report.removed) process.stdout.write(`${verb} snapshot ${m.snapshot_id} of ${displayName(m)} (${m.created_at})\n`);
       for (const key of report.orphans) process.stdout.write(`${verb} orphaned file ${key}\n`);
       for (const c of report.corrupt) process.stdout.write(`left in place: snapshot ${c.snapshot_id} fails verification: ${c.problem}\n`);
+      const abortVerb = options.dryRun ? 'would abort' : 'aborted';
+      for (const d of uploads.aborted) process.stdout.write(`${abortVerb} unfinished upload of ${d.upload.key} (${d.why})\n`);
+      for (const f of uploads.failed) process.stdout.write(`could not abort the unfinished upload of ${f.upload.key}: ${f.error}\n`);
+      for (const d of uploads.left) process.stdout.write(`left running: unfinished upload of ${d.upload.key} (${d.why})\n`);
       process.stdout.write(`${report.removed.length} snapshot(s) and ${report.orphans.length} orphaned file(s) ${verb}; ${report.kept.length} kept\n`);
+      if (uploads.supported) {
+        process.stdout.write(`${uploads.aborted.length} unfinished upload(s) ${abortVerb}, ${uploads.failed.length} could not be, ${uploads.left.length} left running\n`);
+        if (uploads.listingError) {
+          process.stdout.write(`note: ListMultipartUploads is not available (${uploads.listingError}); only uploads Backstop recorded were seen — an S3 lifecycle rule with AbortIncompleteMultipartUpload covers the rest\n`);
+        }
+      }
     });
 }

@@ -119,6 +119,24 @@ describe('change detection from one catalog query', () => {
     expect(refresh.captures.map((c) => c.reason)).toEqual(observation.tables.map(() => 'refresh'));
   });
 
+  it('defers a changed table until 10x its last capture duration after that capture started', async () => {
+    const observation = await observeTables(client);
+    const watched = new Map(state.watchedTables().map((t) => [t.relid, t]));
+    const [table] = observation.tables;
+    const now = observation.observedAt;
+    const started = new Date(now.getTime() - 60_000);
+    // A capture that took 30 s, a minute ago: not again before 5 minutes after its start.
+    const costs = new Map([[table!.relid, { startedAt: started, durationMs: 30_000 }]]);
+    const plan = planCaptures(observation.tables, watched, new Map(), { now, captureAll: 'every-poll', recaptureFactor: 10, captureCosts: costs });
+    expect(plan.deferred.map((d) => [d.table.relid, d.reason, d.notBefore.getTime()])).toEqual([[table!.relid, 'every-poll', started.getTime() + 300_000]]);
+    expect(plan.captures).toHaveLength(observation.tables.length - 1);
+    expect(plan.unchangedRelids).not.toContain(table!.relid);
+    const due = planCaptures(observation.tables, watched, new Map(), { now: new Date(started.getTime() + 300_000), captureAll: 'every-poll', recaptureFactor: 10, captureCosts: costs });
+    expect(due.deferred).toEqual([]);
+    // The startup sweep and new tables are not held back.
+    expect(planCaptures(observation.tables, watched, new Map(), { now, captureAll: 'startup', recaptureFactor: 10, captureCosts: costs }).deferred).toEqual([]);
+  });
+
   it('plans zero captures over 1,000 unchanged tables with a single query', async () => {
     await client.query(`CREATE SCHEMA many`);
     await client.query(`DO $$ BEGIN FOR i IN 1..1000 LOOP EXECUTE format('CREATE TABLE many.%I (id int, v text)', 't' || i); END LOOP; END $$`);

@@ -67,7 +67,9 @@ describe('continuous snapshots', () => {
       state,
       metrics,
       logger: silentLogger,
-      options: { interval: 60_000, everyPoll: false, concurrency: 3, schemas: ['app'], retryBackoff: { baseMs: 0, maxMs: 0 }, ...options },
+      // No recapture floor unless a test asks for one: these tests poll right after capturing
+      // (the floor has its own test below).
+      options: { interval: 60_000, everyPoll: false, concurrency: 3, schemas: ['app'], retryBackoff: { baseMs: 0, maxMs: 0 }, recaptureFactor: 0, ...options },
     });
     return { scheduler, state, metrics };
   };
@@ -253,6 +255,52 @@ describe('continuous snapshots', () => {
     expect(alerts.rows).toEqual([{ kind: 'column_lost', table_name: 'a', detail: expect.stringContaining(`lost column(s) secret`) }]);
     expect(alerts.rows[0].detail).toContain(beforeDrift);
     expect(await metrics.registry.getSingleMetricAsString('backstop_alerts_total')).toContain('backstop_alerts_total{kind="column_lost"} 1');
+  });
+
+  it('keeps a bounded number of background snapshots by default: the last 5 (plus one per hour and per day)', async () => {
+    await admin.query(`CREATE SCHEMA busy; CREATE TABLE busy.t (id int); INSERT INTO busy.t VALUES (1)`);
+    const { scheduler } = newScheduler({ schemas: ['busy'], everyPoll: true });
+    let pruned = 0;
+    for (let i = 0; i < 7; i += 1) pruned += (await scheduler.pollOnce()).pruned;
+    // Seven captures within the same hour and day: the hourly and daily slots hold the newest.
+    expect(pruned).toBe(2);
+    const ids = (await listManifests(storage, { table: { schema: 'busy', table: 't' } })).map((m) => m.snapshot_id);
+    expect(ids).toHaveLength(5);
+    const { rows } = await admin.query<{ id: string }>(`SELECT snapshot_id AS id FROM backstop.snapshots WHERE schema_name = 'busy' ORDER BY created_at DESC`);
+    expect(rows.map((r) => r.id)).toEqual(ids);
+  });
+
+  it('keeps every background snapshot with --keep-all, and never prunes before-images or on-demand snapshots', async () => {
+    await admin.query(`CREATE SCHEMA hoard; CREATE TABLE hoard.t (id int)`);
+    const { scheduler } = newScheduler({ schemas: ['hoard'], everyPoll: true, retention: 'keep-all' });
+    for (let i = 0; i < 3; i += 1) await scheduler.pollOnce();
+    expect(await listManifests(storage, { table: { schema: 'hoard', table: 't' } })).toHaveLength(3);
+
+    await admin.query(`SELECT backstop.snapshot('hoard.t'::regclass, 'named')`);
+    expect(await scheduler.handleSnapshotRequests(undefined, { wait: true })).toMatchObject({ handled: 1 });
+    const { scheduler: strict } = newScheduler({ schemas: ['hoard'], everyPoll: true, retention: { last: 1, hourly: 0, daily: 0 } });
+    await strict.pollOnce();
+    const left = await listManifests(storage, { table: { schema: 'hoard', table: 't' } });
+    expect(left.map((m) => m.source).sort()).toEqual(['on-demand', 'sidecar']);
+  });
+
+  it('captures a changed table again only once 10x its last capture duration has passed', async () => {
+    await admin.query(`CREATE SCHEMA floor; CREATE TABLE floor.t (id int); INSERT INTO floor.t VALUES (1)`);
+    // A factor large enough that the next polls always fall inside the floor.
+    const { scheduler } = newScheduler({ schemas: ['floor'], recaptureFactor: 1_000_000 });
+    expect(await scheduler.pollOnce()).toMatchObject({ captured: 1 });
+    await admin.query(`INSERT INTO floor.t VALUES (2)`);
+    await flush();
+    // Changed, but deferred: neither captured nor confirmed unchanged (its snapshot no longer matches).
+    expect(await scheduler.pollOnce()).toMatchObject({ captured: 0, deferred: 1, skippedUnchanged: 0 });
+    const { rows } = await admin.query(`SELECT confirmed_at FROM backstop.snapshot_catalog WHERE schema_name = 'floor'`);
+    expect(rows).toEqual([{ confirmed_at: null }]);
+
+    const { scheduler: noFloor } = newScheduler({ schemas: ['floor'], recaptureFactor: 0 });
+    await noFloor.pollOnce();
+    await admin.query(`INSERT INTO floor.t VALUES (3)`);
+    await flush();
+    expect(await noFloor.pollOnce()).toMatchObject({ captured: 1, deferred: 0 });
   });
 
   it('alerts when a watched table is dropped behind the guard, and not when dropped through a consumed request', async () => {
