@@ -76,30 +76,25 @@ export async function takeCensus(
   relid: number,
   bounds: { xmin32: number; span: number },
 ): Promise<RowCensus> {
-  const { rows } = await client.query<{ relid: string; old: string; mid: string; newer: string }>(
+  // One scan: counts by class, and the identities of the (few) mid versions. The in-flight
+  // window is a handful of transactions; a capture that raced a bulk load keeps at most
+  // MAX_MID_VERSIONS of them and otherwise records that no proof is possible.
+  const { rows } = await client.query<{ relid: string; old: string; mid: string; newer: string; versions: string[] | null }>(
     `SELECT t.tableoid::oid::text AS relid,
             pg_catalog.count(*) FILTER (WHERE ${CLASS_SQL} >= 2147483648) AS old,
             pg_catalog.count(*) FILTER (WHERE ${CLASS_SQL} < $2::bigint) AS mid,
-            pg_catalog.count(*) FILTER (WHERE ${CLASS_SQL} >= $2::bigint AND ${CLASS_SQL} < 2147483648) AS newer
+            pg_catalog.count(*) FILTER (WHERE ${CLASS_SQL} >= $2::bigint AND ${CLASS_SQL} < 2147483648) AS newer,
+            pg_catalog.array_agg(t.tableoid::oid::text || ':' || t.ctid::text || ':' || t.xmin::text) FILTER (WHERE ${CLASS_SQL} < $2::bigint) AS versions
        FROM ${from} AS t GROUP BY t.tableoid`,
     [bounds.xmin32, bounds.span],
   );
   const relations: Record<string, RelationCensus> = {};
-  let mid = 0;
+  const versions: string[] = [];
   for (const row of rows) {
     relations[row.relid] = { old: Number(row.old), mid: Number(row.mid), newer: Number(row.newer) };
-    mid += Number(row.mid);
+    versions.push(...(row.versions ?? []));
   }
-  let midVersions: string[] | null = [];
-  if (mid > MAX_MID_VERSIONS) midVersions = null;
-  else if (mid > 0) {
-    const found = await client.query<{ version: string }>(
-      `SELECT t.tableoid::oid::text || ':' || t.ctid::text || ':' || t.xmin::text AS version
-         FROM ${from} AS t WHERE ${CLASS_SQL} < $2::bigint`,
-      [bounds.xmin32, bounds.span],
-    );
-    midVersions = found.rows.map((row) => row.version).sort();
-  }
+  const midVersions = versions.length > MAX_MID_VERSIONS ? null : versions.sort();
   return { ...bounds, relations, midVersions, columns: await columnFingerprint(client, relid) };
 }
 

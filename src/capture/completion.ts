@@ -197,12 +197,13 @@ export class ImageCompleter {
     const census = manifest.as_of?.census;
     let verdict: CensusVerdict = { unchanged: false, added: false, reason: 'the bulk image has no row-version census' };
     let snapshot = '';
+    let later: RowCensus | undefined;
     if (census) {
-      ({ verdict, snapshot } = await inSnapshotTransaction(this.options.pool, undefined, async (client) => {
+      ({ verdict, snapshot, later } = await inSnapshotTransaction(this.options.pool, undefined, async (client) => {
         const source = await rowSource(client, table);
         const { rows } = await client.query<{ relid: number }>('SELECT $1::regclass::oid::integer AS relid', [quoted(manifest)]);
         const now = await takeCensus(client, source.from, rows[0]!.relid, census);
-        return { verdict: compareCensus(census, now), snapshot: await currentSnapshot(client) };
+        return { verdict: compareCensus(census, now), snapshot: await currentSnapshot(client), later: now };
       }, signal));
     }
     const completedAt = new Date().toISOString();
@@ -217,8 +218,8 @@ export class ImageCompleter {
       await this.options.record(proven, true);
       return { table: quoted(manifest), snapshot_id: manifest.snapshot_id, how: 'proof', rows: manifest.row_count, ms: Math.round(performance.now() - started) };
     }
-    if (!verdict.unchanged && verdict.added && census) {
-      const added = await this.addRows(manifest, census, completion, signal, log).catch((error: unknown) => {
+    if (!verdict.unchanged && verdict.added && census && later) {
+      const added = await this.addRows(manifest, census, later, snapshot, completion, signal, log).catch((error: unknown) => {
         log.info('the rows written since could not be added as a part; capturing the table again', { table: quoted(manifest), error: describeError(error) });
         return undefined;
       });
@@ -255,7 +256,15 @@ export class ImageCompleter {
    * manifest (format 3) — the commit point. Writers wait for the added rows only, not for a
    * second read of the whole table.
    */
-  private async addRows(manifest: Manifest, census: RowCensus, completion: CompletionRow, signal: AbortSignal, log: Logger): Promise<Manifest> {
+  private async addRows(
+    manifest: Manifest,
+    census: RowCensus,
+    later: RowCensus,
+    snapshot: string,
+    completion: CompletionRow,
+    signal: AbortSignal,
+    log: Logger,
+  ): Promise<Manifest> {
     const key = partKey(manifest);
     const storedAs = Object.fromEntries(manifest.columns.map((column) => [column.name, column.stored_as === 'text' ? 'text' as const : 'native' as const]));
     const part = await this.options.slots.run(() => capturePart({
@@ -269,11 +278,8 @@ export class ImageCompleter {
       logger: log,
       signal,
     }));
-    const { snapshot, census: now } = await inSnapshotTransaction(this.options.pool, undefined, async (client) => {
-      const source = await rowSource(client, { schema: manifest.schema, table: manifest.table });
-      const { rows } = await client.query<{ relid: number }>('SELECT $1::regclass::oid::integer AS relid', [quoted(manifest)]);
-      return { snapshot: await currentSnapshot(client), census: await takeCensus(client, source.from, rows[0]!.relid, census) };
-    }, signal);
+    // The census that found the added rows was taken under the same lock: nothing has been
+    // written since, so it is the census of the completed image (and `snapshot` its instant).
     const completed: Manifest = {
       ...manifest,
       format_version: MANIFEST_FORMAT_WITH_PARTS,
@@ -282,7 +288,7 @@ export class ImageCompleter {
       content_hash: addContentHashes(manifest.content_hash, part.content_hash),
       as_of: {
         ...manifest.as_of!,
-        census: now,
+        census: later,
         completion: { how: 'delta', snapshot, at: new Date().toISOString(), request_id: Number(completion.request_id), completion_id: Number(completion.id) },
       },
     };
