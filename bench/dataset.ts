@@ -12,7 +12,19 @@ import { ROW_SIZES, type RowSize } from './options.js';
 import type { BenchServer } from './server.js';
 
 export const BENCH_DATABASE = 'bench';
-export const GENERATOR_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'shared', 'bench', 'gen_1m.sql');
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/**
+ * ../shared/bench/gen_1m.sql beside the repository; a git worktree one level further down
+ * (e.g. /work/wt/NAME beside /work/main) finds it two levels up. BACKSTOP_BENCH_GENERATOR
+ * overrides both.
+ */
+const GENERATOR_CANDIDATES = [
+  path.resolve(REPO_ROOT, '..', 'shared', 'bench', 'gen_1m.sql'),
+  path.resolve(REPO_ROOT, '..', '..', 'shared', 'bench', 'gen_1m.sql'),
+];
+export const GENERATOR_PATH = process.env.BACKSTOP_BENCH_GENERATOR
+  ?? GENERATOR_CANDIDATES.find((candidate) => existsSync(candidate))
+  ?? GENERATOR_CANDIDATES[0]!;
 
 export interface BenchTable {
   size: RowSize;

@@ -6,7 +6,9 @@
  * Peak RSS is not a scenario of its own: it is read from the capture and restore runs, and the
  * RSS rows appear whenever those run.
  */
-export const SCENARIO_NAMES = ['ddl-overhead', 'capture', 'capture-s3', 'restore', 'drop-approval', 'poll', 'concurrent-captures', 'catalog'] as const;
+export const SCENARIO_NAMES = [
+  'ddl-overhead', 'capture', 'capture-s3', 'restore', 'drop-approval', 'poll', 'concurrent-captures', 'catalog', 'writers-blocked', 'writers-blocked-operator',
+] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
 
 export const ROW_SIZES = { '1m': 1_000_000, '5m': 5_000_000 } as const;
@@ -32,6 +34,15 @@ export interface BenchOptions {
   afterInstallSql: string | undefined;
   /** Another build's bin/backstop.js, measured beside this one in the catalog scenario (e.g. the code before a change). */
   catalogBaseline: string | undefined;
+  /** writers-blocked-operator: how long the approver takes, in seconds (issue 9: 30 s). */
+  humanWaitS: number;
+  /** writers-blocked-operator: runs of each of its two cases (each lasts the human wait plus ~12 s). */
+  operatorRuns: number;
+  /**
+   * drop-approval: a built checkout of earlier code whose DROP is measured beside the current
+   * one, interleaved, in a database of its own (installed and answered by that checkout's CLI).
+   */
+  baseline: string | undefined;
 }
 
 export const USAGE = `usage: npm run bench -- [options]
@@ -48,6 +59,12 @@ export const USAGE = `usage: npm run bench -- [options]
                      results are labelled with the file)
   --catalog-baseline BIN  another build's bin/backstop.js, run beside this one on the same
                      snapshots in the catalog scenario (the anchor of its rows)
+  --human-wait S     writers-blocked-operator: seconds before the approver approves (default: 30)
+  --operator-runs N  writers-blocked-operator: measured runs of each of its two cases (default: 3;
+                     each run takes the human wait plus ~12 s)
+  --baseline DIR     drop-approval: also measure the DROP of this built checkout of earlier code
+                     (git archive COMMIT | tar -x -C DIR; link node_modules; npm run build),
+                     interleaved with the current code's
   --help`;
 
 function parseList<T extends string>(value: string, allowed: readonly T[], flag: string): T[] {
@@ -77,6 +94,9 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
     noBuild: false,
     afterInstallSql: undefined,
     catalogBaseline: undefined,
+    humanWaitS: 30,
+    operatorRuns: 3,
+    baseline: undefined,
   };
   for (let index = 0; index < argv.length; index += 1) {
     const flag = argv[index]!;
@@ -98,6 +118,9 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
       case '--no-build': options.noBuild = true; break;
       case '--after-install-sql': options.afterInstallSql = value(); break;
       case '--catalog-baseline': options.catalogBaseline = value(); break;
+      case '--human-wait': options.humanWaitS = parsePositive(value(), flag, true); break;
+      case '--operator-runs': options.operatorRuns = parsePositive(value(), flag); break;
+      case '--baseline': options.baseline = value(); break;
       case '--help': case '-h': return 'help';
       default: throw new Error(`unknown option "${flag}"\n${USAGE}`);
     }

@@ -21,12 +21,13 @@ import { ddlOverhead } from './scenarios/ddl-overhead.js';
 import { dropApproval } from './scenarios/drop-approval.js';
 import { pollUnchanged } from './scenarios/poll.js';
 import { restore } from './scenarios/restore.js';
+import { writersBlocked, writersBlockedOperator } from './scenarios/writers-blocked.js';
 import { rssRows } from './scenarios/rss.js';
 import { startBenchServer } from './server.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const TABLE_SCENARIOS: ScenarioName[] = ['capture', 'capture-s3', 'restore'];
-const CLI_SCENARIOS: ScenarioName[] = ['capture', 'capture-s3', 'restore', 'drop-approval', 'catalog'];
+const CLI_SCENARIOS: ScenarioName[] = ['capture', 'capture-s3', 'restore', 'drop-approval', 'catalog', 'writers-blocked', 'writers-blocked-operator'];
 
 function log(line: string): void {
   process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
@@ -56,6 +57,10 @@ async function runScenario(name: ScenarioName, context: ScenarioContext): Promis
       return concurrentCaptures(context);
     case 'catalog':
       return catalog(context);
+    case 'writers-blocked':
+      return writersBlocked(context);
+    case 'writers-blocked-operator':
+      return writersBlockedOperator(context);
   }
 }
 
