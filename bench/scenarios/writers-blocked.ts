@@ -466,7 +466,11 @@ async function measureCases(context: ScenarioContext, cases: WriterCase[], plan:
     const storageDir = path.join(workDir, 'writers-agent-storage');
     // Background snapshots only of public (empty at start-up; the poll interval is 1 h): the agent
     // does nothing but answer the DROPs.
-    agent = await startAgent(context, { url, storage: storageDir, state: path.join(workDir, 'writers-agent.sqlite'), concurrency: 4, schemas: 'public', waitForStartupSnapshots: false });
+    // A state file of its own per scenario: each creates the database anew, and an agent refuses
+    // a state file that belongs to another database (even one of the same name).
+    agent = await startAgent(context, {
+      url, storage: storageDir, state: path.join(workDir, `writers-agent-${cases[0]!.name}.sqlite`), concurrency: 4, schemas: 'public', waitForStartupSnapshots: false,
+    });
     log('  agent running (leader, listening)');
     const env: Environment = { context, url, admin, monitor, approver, storageDir };
 

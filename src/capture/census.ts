@@ -39,7 +39,18 @@ export interface RowCensus {
 /** Mid versions kept for a proof; beyond this the completion captures again. */
 export const MAX_MID_VERSIONS = 10_000;
 
-const CLASS_SQL = `((t.xmin::text::bigint - $1::bigint) & 4294967295)`;
+/**
+ * How far a row version's xmin lies past the boundary B, as integers only (text conversions of
+ * xmin cost 5× the scan): age(x) is (N − x) for this transaction's stable N, so with
+ * K = age(B), x − B = K − age(x). Young versions (inserted at or after B) have age(x) ≤ K; the
+ * special xids (frozen in old clusters) have age INT_MAX and count as old.
+ */
+function youngSql(k: number): string {
+  return `pg_catalog.age(t.xmin) <= ${k}`;
+}
+function pastBoundarySql(k: number): string {
+  return `(${k} - pg_catalog.age(t.xmin))`;
+}
 
 /** pg_current_snapshot() text `xmin:xmax:xip,...` → class boundaries. */
 export function censusBounds(snapshot: string): { xmin32: number; span: number } {
@@ -70,32 +81,70 @@ async function columnFingerprint(client: pg.ClientBase, relid: number): Promise<
  * partitions) by class, in the calling transaction's snapshot, with boundaries `bounds`.
  * One sequential scan reading only system columns (≈ 0.1 s per million rows).
  */
+/** age(B) in the calling transaction (see youngSql); null when B is not a normal xid. */
+async function boundaryAge(client: pg.ClientBase, xmin32: number): Promise<number | null> {
+  if (xmin32 < 3) return null;
+  const { rows } = await client.query<{ k: number }>('SELECT pg_catalog.age($1::text::xid) AS k', [String(xmin32)]);
+  const k = rows[0]!.k;
+  return k === 2147483647 ? null : k;
+}
+
+/** The relations whose rows the table's image holds: the table itself, or a partitioned table's leaf partitions. */
+async function physicalRelations(client: pg.ClientBase, relid: number): Promise<number[]> {
+  const { rows } = await client.query<{ relid: number }>(
+    `SELECT p.relid::oid::bigint AS relid FROM pg_catalog.pg_partition_tree($1::oid) AS p
+      WHERE p.isleaf AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = p.relid) IN ('r', 'p')
+     UNION SELECT $1::oid::bigint WHERE (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = $1::oid) = 'r'`,
+    [relid],
+  );
+  return rows.map((row) => Number(row.relid)).sort((a, b) => a - b);
+}
+
+/**
+ * Count the row versions of table `relid` (its own rows, or its leaf partitions' rows) by class,
+ * in the calling transaction's snapshot, with boundaries `bounds`. One sequential scan of each
+ * relation reading only system columns (≈ 0.13 s per million rows), with the identities of the
+ * (few) mid versions: the in-flight window is a handful of transactions; a capture that raced a
+ * bulk load keeps at most MAX_MID_VERSIONS of them and otherwise records that no proof is possible.
+ */
 export async function takeCensus(
   client: pg.ClientBase,
-  from: string,
   relid: number,
   bounds: { xmin32: number; span: number },
 ): Promise<RowCensus> {
-  // One scan: counts by class, and the identities of the (few) mid versions. The in-flight
-  // window is a handful of transactions; a capture that raced a bulk load keeps at most
-  // MAX_MID_VERSIONS of them and otherwise records that no proof is possible.
-  const { rows } = await client.query<{ relid: string; old: string; mid: string; newer: string; versions: string[] | null }>(
-    `SELECT t.tableoid::oid::text AS relid,
-            pg_catalog.count(*) FILTER (WHERE ${CLASS_SQL} >= 2147483648) AS old,
-            pg_catalog.count(*) FILTER (WHERE ${CLASS_SQL} < $2::bigint) AS mid,
-            pg_catalog.count(*) FILTER (WHERE ${CLASS_SQL} >= $2::bigint AND ${CLASS_SQL} < 2147483648) AS newer,
-            pg_catalog.array_agg(t.tableoid::oid::text || ':' || t.ctid::text || ':' || t.xmin::text) FILTER (WHERE ${CLASS_SQL} < $2::bigint) AS versions
-       FROM ${from} AS t GROUP BY t.tableoid`,
-    [bounds.xmin32, bounds.span],
-  );
+  const columns = await columnFingerprint(client, relid);
+  const k = await boundaryAge(client, bounds.xmin32);
+  if (k === null) return { ...bounds, relations: {}, midVersions: null, columns };
+  const young = youngSql(k);
+  const past = pastBoundarySql(k);
   const relations: Record<string, RelationCensus> = {};
   const versions: string[] = [];
-  for (const row of rows) {
-    relations[row.relid] = { old: Number(row.old), mid: Number(row.mid), newer: Number(row.newer) };
+  for (const physical of await physicalRelations(client, relid)) {
+    const name = await qualifiedName(client, physical);
+    const { rows } = await client.query<{ total: string; mid: string; newer: string; versions: string[] | null }>(
+      `SELECT pg_catalog.count(*) AS total,
+              pg_catalog.count(*) FILTER (WHERE ${young} AND ${past} < ${bounds.span}) AS mid,
+              pg_catalog.count(*) FILTER (WHERE ${young} AND ${past} >= ${bounds.span}) AS newer,
+              pg_catalog.array_agg(t.tableoid::oid::text || ':' || t.ctid::text || ':' || t.xmin::text)
+                FILTER (WHERE ${young} AND ${past} < ${bounds.span}) AS versions
+         FROM ONLY ${name} AS t`,
+    );
+    const row = rows[0]!;
+    const mid = Number(row.mid);
+    const newer = Number(row.newer);
+    relations[String(physical)] = { old: Number(row.total) - mid - newer, mid, newer };
     versions.push(...(row.versions ?? []));
   }
   const midVersions = versions.length > MAX_MID_VERSIONS ? null : versions.sort();
-  return { ...bounds, relations, midVersions, columns: await columnFingerprint(client, relid) };
+  return { ...bounds, relations, midVersions, columns };
+}
+
+async function qualifiedName(client: pg.ClientBase, relid: number): Promise<string> {
+  const { rows } = await client.query<{ name: string }>(
+    `SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS name FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::oid`,
+    [relid],
+  );
+  return rows[0]!.name;
 }
 
 export type CensusVerdict =
@@ -137,8 +186,11 @@ export function compareCensus(earlier: RowCensus, later: RowCensus): CensusVerdi
  * Only numbers and the census's own version identities reach it (quoted as a literal).
  */
 export function addedRowsCondition(earlier: RowCensus, quoteLiteral: (value: string) => string): string {
+  const k = `pg_catalog.age(${quoteLiteral(String(Math.trunc(earlier.xmin32)))}::xid)`;
+  const young = `pg_catalog.age(t.xmin) <= ${k}`;
+  const past = `(${k} - pg_catalog.age(t.xmin))`;
   const version = `t.tableoid::oid::text || ':' || t.ctid::text || ':' || t.xmin::text`;
-  const cls = `((t.xmin::text::bigint - ${Math.trunc(earlier.xmin32)}) & 4294967295)`;
   const seen = `{${(earlier.midVersions ?? []).map((v) => `"${v}"`).join(',')}}`;
-  return `(${cls} >= ${Math.trunc(earlier.span)} AND ${cls} < 2147483648) OR (${cls} < ${Math.trunc(earlier.span)} AND (${version}) <> ALL (${quoteLiteral(seen)}::text[]))`;
+  const span = Math.trunc(earlier.span);
+  return `${young} AND (${past} >= ${span} OR (${version}) <> ALL (${quoteLiteral(seen)}::text[]))`;
 }

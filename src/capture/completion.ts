@@ -200,9 +200,8 @@ export class ImageCompleter {
     let later: RowCensus | undefined;
     if (census) {
       ({ verdict, snapshot, later } = await inSnapshotTransaction(this.options.pool, undefined, async (client) => {
-        const source = await rowSource(client, table);
         const { rows } = await client.query<{ relid: number }>('SELECT $1::regclass::oid::integer AS relid', [quoted(manifest)]);
-        const now = await takeCensus(client, source.from, rows[0]!.relid, census);
+        const now = await takeCensus(client, rows[0]!.relid, census);
         return { verdict: compareCensus(census, now), snapshot: await currentSnapshot(client), later: now };
       }, signal));
     }

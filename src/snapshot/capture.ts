@@ -511,7 +511,7 @@ async function censusOf(client: pg.ClientBase, from: string, relation: Qualified
     [quoteQualified(relation)],
   );
   const row = rows[0]!;
-  return takeCensus(client, from, row.relid, censusBounds(row.snapshot));
+  return takeCensus(client, row.relid, censusBounds(row.snapshot));
 }
 
 /**

@@ -47,7 +47,7 @@ describe('compareCensus', () => {
 
   it('selects the added rows with a condition holding only numbers and quoted version ids', () => {
     const condition = addedRowsCondition(base, (value) => `'${value.replace(/'/g, "''")}'`);
-    expect(condition).toContain('>= 3 AND');
+    expect(condition).toContain('>= 3 OR');
     expect(condition).toContain(`'{"16384:(0,1):1001","16384:(0,2):1002"}'::text[]`);
   });
 });
