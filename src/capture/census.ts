@@ -32,12 +32,21 @@ export interface RowCensus {
   relations: Record<string, RelationCensus>;
   /** `tableoid:ctid:xmin` of every mid version, sorted; null when there were too many to keep. */
   midVersions: string[] | null;
+  /**
+   * `tableoid:ctid` of every newer version (inserted after the capture's snapshot), sorted, when
+   * few: under the statement's lock they locate the added rows without another scan. Absent in
+   * censuses taken with a capture (which sees none) and when there were too many.
+   */
+  newerVersions?: string[];
   /** attnum:name:type:typmod of the table's columns. */
   columns: string;
 }
 
 /** Mid versions kept for a proof; beyond this the completion captures again. */
 export const MAX_MID_VERSIONS = 10_000;
+
+/** Places of newer versions kept to read the added rows directly (beyond this: one more scan). */
+export const MAX_NEWER_VERSIONS = 100_000;
 
 /**
  * How far a row version's xmin lies past the boundary B, as integers only (text conversions of
@@ -119,14 +128,17 @@ export async function takeCensus(
   const past = pastBoundarySql(k);
   const relations: Record<string, RelationCensus> = {};
   const versions: string[] = [];
+  const newerVersions: string[] = [];
   for (const physical of await physicalRelations(client, relid)) {
     const name = await qualifiedName(client, physical);
-    const { rows } = await client.query<{ total: string; mid: string; newer: string; versions: string[] | null }>(
+    const { rows } = await client.query<{ total: string; mid: string; newer: string; versions: string[] | null; newer_versions: string[] | null }>(
       `SELECT pg_catalog.count(*) AS total,
               pg_catalog.count(*) FILTER (WHERE ${young} AND ${past} < ${bounds.span}) AS mid,
               pg_catalog.count(*) FILTER (WHERE ${young} AND ${past} >= ${bounds.span}) AS newer,
               pg_catalog.array_agg(t.tableoid::oid::text || ':' || t.ctid::text || ':' || t.xmin::text)
-                FILTER (WHERE ${young} AND ${past} < ${bounds.span}) AS versions
+                FILTER (WHERE ${young} AND ${past} < ${bounds.span}) AS versions,
+              pg_catalog.array_agg(t.tableoid::oid::text || ':' || t.ctid::text)
+                FILTER (WHERE ${young} AND ${past} >= ${bounds.span}) AS newer_versions
          FROM ONLY ${name} AS t`,
     );
     const row = rows[0]!;
@@ -134,9 +146,13 @@ export async function takeCensus(
     const newer = Number(row.newer);
     relations[String(physical)] = { old: Number(row.total) - mid - newer, mid, newer };
     versions.push(...(row.versions ?? []));
+    newerVersions.push(...(row.newer_versions ?? []));
   }
   const midVersions = versions.length > MAX_MID_VERSIONS ? null : versions.sort();
-  return { ...bounds, relations, midVersions, columns };
+  return {
+    ...bounds, relations, midVersions, columns,
+    ...(newerVersions.length <= MAX_NEWER_VERSIONS ? { newerVersions: newerVersions.sort() } : {}),
+  };
 }
 
 async function qualifiedName(client: pg.ClientBase, relid: number): Promise<string> {
@@ -182,15 +198,26 @@ export function compareCensus(earlier: RowCensus, later: RowCensus): CensusVerdi
 
 /**
  * The SQL condition (over the alias `t` of the census's FROM target) that selects the row
- * versions a later census finds and `earlier` did not: newer ones, and mid ones it did not see.
- * Only numbers and the census's own version identities reach it (quoted as a literal).
+ * versions `later` found and `earlier` did not: newer ones, and mid ones it did not see. When
+ * `later` knows where each of them lies (tableoid and ctid, taken under the same lock, so they
+ * cannot move), the condition names them and PostgreSQL reads just those (a TID scan); otherwise
+ * it classifies every row again. Only numbers and version identities reach it, quoted as literals.
  */
-export function addedRowsCondition(earlier: RowCensus, quoteLiteral: (value: string) => string): string {
+export function addedRowsCondition(earlier: RowCensus, later: RowCensus, quoteLiteral: (value: string) => string): string {
+  const seen = new Set(earlier.midVersions ?? []);
+  const unseenMid = (later.midVersions ?? []).filter((version) => !seen.has(version));
+  if (later.newerVersions && later.midVersions) {
+    const places = [...later.newerVersions, ...unseenMid.map((version) => version.slice(0, version.lastIndexOf(':')))];
+    if (places.length === 0) return 'false';
+    const tids = `{${places.map((place) => `"${place.slice(place.indexOf(':') + 1)}"`).join(',')}}`;
+    const ids = `{${places.map((place) => `"${place}"`).join(',')}}`;
+    return `t.ctid = ANY (${quoteLiteral(tids)}::tid[]) AND (t.tableoid::oid::text || ':' || t.ctid::text) = ANY (${quoteLiteral(ids)}::text[])`;
+  }
   const k = `pg_catalog.age(${quoteLiteral(String(Math.trunc(earlier.xmin32)))}::xid)`;
   const young = `pg_catalog.age(t.xmin) <= ${k}`;
   const past = `(${k} - pg_catalog.age(t.xmin))`;
   const version = `t.tableoid::oid::text || ':' || t.ctid::text || ':' || t.xmin::text`;
-  const seen = `{${(earlier.midVersions ?? []).map((v) => `"${v}"`).join(',')}}`;
+  const seenLiteral = `{${(earlier.midVersions ?? []).map((v) => `"${v}"`).join(',')}}`;
   const span = Math.trunc(earlier.span);
-  return `${young} AND (${past} >= ${span} OR (${version}) <> ALL (${quoteLiteral(seen)}::text[]))`;
+  return `${young} AND (${past} >= ${span} OR (${version}) <> ALL (${quoteLiteral(seenLiteral)}::text[]))`;
 }

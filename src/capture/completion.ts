@@ -271,7 +271,7 @@ export class ImageCompleter {
       storage: this.options.storage,
       table: { schema: manifest.schema, table: manifest.table },
       key,
-      rowFilter: addedRowsCondition(census, (value) => pg.Client.prototype.escapeLiteral(value)),
+      rowFilter: addedRowsCondition(census, later, (value) => pg.Client.prototype.escapeLiteral(value)),
       storedAs,
       census: false,
       logger: log,

@@ -45,9 +45,15 @@ describe('compareCensus', () => {
     expect(censusBounds('4294967298:4294967301:4294967299,4294967300')).toEqual({ xmin32: 2, span: 3 });
   });
 
-  it('selects the added rows with a condition holding only numbers and quoted version ids', () => {
-    const condition = addedRowsCondition(base, (value) => `'${value.replace(/'/g, "''")}'`);
+  it('selects the added rows by classifying every row, with only numbers and quoted version ids', () => {
+    const condition = addedRowsCondition(base, later({ rel: { newer: 5 } }), (value) => `'${value.replace(/'/g, "''")}'`);
     expect(condition).toContain('>= 3 OR');
     expect(condition).toContain(`'{"16384:(0,1):1001","16384:(0,2):1002"}'::text[]`);
+  });
+
+  it('selects the added rows by where they lie when the later census knows: newer ones and unseen mid ones', () => {
+    const found = later({ rel: { newer: 2, mid: 3 }, midVersions: [...base.midVersions!, '16384:(0,9):1002'], newerVersions: ['16384:(4,1)', '16384:(4,2)'] });
+    const condition = addedRowsCondition(base, found, (value) => `'${value}'`);
+    expect(condition).toBe(`t.ctid = ANY ('{"(4,1)","(4,2)","(0,9)"}'::tid[]) AND (t.tableoid::oid::text || ':' || t.ctid::text) = ANY ('{"16384:(4,1)","16384:(4,2)","16384:(0,9)"}'::text[])`);
   });
 });
