@@ -6,7 +6,7 @@
  */
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { guardFixture, pgError, type GuardFixture } from './fixture.js';
+import { guardFixture, pgError, tableOwnerSession, type GuardFixture } from './fixture.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startAgent, tempDir, type AgentProcess } from '../support/agent-process.js';
 import { settle, waitForRequest, waitForStatus } from '../agent/requests.js';
@@ -17,8 +17,7 @@ describe('attacks as a table owner, with no agent running (fail-closed)', () => 
 
   beforeEach(async () => {
     f = await guardFixture({ roles: { owner: [] } });
-    await f.admin.query(`GRANT CREATE ON DATABASE ${f.db.name} TO ${f.roles.owner}; GRANT CREATE ON SCHEMA public TO ${f.roles.owner}`);
-    owner = await f.session('owner');
+    owner = await tableOwnerSession(f);
   });
   afterEach(async () => {
     await f?.close();
@@ -86,8 +85,7 @@ describe('approval scope as a table owner, with an agent double', () => {
 
   beforeEach(async () => {
     f = await guardFixture({ roles: { owner: [] } });
-    await f.admin.query(`GRANT CREATE ON DATABASE ${f.db.name} TO ${f.roles.owner}; GRANT CREATE ON SCHEMA public TO ${f.roles.owner}`);
-    owner = await f.session('owner');
+    owner = await tableOwnerSession(f);
     await f.agent.heartbeat();
   });
   afterEach(async () => {

@@ -81,3 +81,13 @@ export async function requestRows(client: pg.Client): Promise<Array<{ id: string
   const { rows } = await client.query('SELECT id::text, status, reason, statement, requester, targets FROM backstop.requests ORDER BY id');
   return rows;
 }
+
+/**
+ * A session of the fixture's `owner` role as the usual application owner: not a superuser, with
+ * CREATE on the database and on schema public (the role the guard is played against).
+ */
+export async function tableOwnerSession(f: GuardFixture): Promise<pg.Client> {
+  await f.admin.query(`GRANT CREATE ON DATABASE ${pg.escapeIdentifier(f.db.name)} TO ${pg.escapeIdentifier(f.roles.owner!)};
+                       GRANT CREATE ON SCHEMA public TO ${pg.escapeIdentifier(f.roles.owner!)}`);
+  return f.session('owner');
+}

@@ -7,7 +7,7 @@
  */
 import type pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { guardFixture, pgError, requestRows, tableExists, type GuardFixture } from './fixture.js';
+import { guardFixture, pgError, tableOwnerSession, requestRows, tableExists, type GuardFixture } from './fixture.js';
 
 describe('an approval covers exactly its statement', () => {
   let f: GuardFixture;
@@ -15,8 +15,7 @@ describe('an approval covers exactly its statement', () => {
 
   beforeEach(async () => {
     f = await guardFixture({ roles: { owner: [] } });
-    await f.admin.query(`GRANT CREATE ON DATABASE ${f.db.name} TO ${f.roles.owner}; GRANT CREATE ON SCHEMA public TO ${f.roles.owner}`);
-    owner = await f.session('owner');
+    owner = await tableOwnerSession(f);
     await f.agent.heartbeat();
   });
   afterEach(async () => {
@@ -132,8 +131,7 @@ describe('catalog changes that destroy data, and lossless ones, with no agent ru
 
   beforeEach(async () => {
     f = await guardFixture({ roles: { owner: [] } });
-    await f.admin.query(`GRANT CREATE ON DATABASE ${f.db.name} TO ${f.roles.owner}; GRANT CREATE ON SCHEMA public TO ${f.roles.owner}`);
-    owner = await f.session('owner');
+    owner = await tableOwnerSession(f);
   });
   afterEach(async () => {
     await f?.close();
