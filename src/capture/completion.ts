@@ -12,7 +12,6 @@
  * Only then is the completion `done` and the statement goes on. Anything else fails the
  * completion with a reason, and the statement is refused: it never proceeds on a stale image.
  */
-import { Readable } from 'node:stream';
 import pg from 'pg';
 import { quoteQualified } from '../db/identifiers.js';
 import { describeError, SnapshotError } from '../errors/index.js';
@@ -20,10 +19,10 @@ import type { Logger } from '../log/logger.js';
 import { verifyStoredChecksum } from '../gate/checksum.js';
 import type { Queryable } from '../request/targets.js';
 import { capturePart, captureTable } from '../snapshot/capture.js';
-import { addContentHashes, rowSource } from '../snapshot/content-hash.js';
+import { addContentHashes } from '../snapshot/content-hash.js';
 import { inSnapshotTransaction } from '../snapshot/database-session.js';
 import { manifestKeyForData } from '../snapshot/layout.js';
-import { MANIFEST_FORMAT_WITH_PARTS, readManifest, serializeManifest, type Manifest } from '../snapshot/manifest.js';
+import { MANIFEST_FORMAT_WITH_PARTS, readManifest, writeManifest, type Manifest } from '../snapshot/manifest.js';
 import type { Storage } from '../storage/storage.js';
 import { addedRowsCondition, compareCensus, currentSnapshot, takeCensus, type CensusVerdict, type RowCensus } from './census.js';
 import type { CaptureSlots } from './slots.js';
@@ -154,8 +153,8 @@ export class ImageCompleter {
 
   private async completeImages(completion: CompletionRow, signal: AbortSignal, log: Logger): Promise<CompletedImage[]> {
     const { db } = this.options;
-    const { rows: [request] } = await db.query<{ snapshot_ids: string[]; requester_pid: number | null }>(
-      'SELECT snapshot_ids, requester_pid FROM backstop.request_log WHERE id = $1::bigint',
+    const { rows: [request] } = await db.query<{ snapshot_ids: string[] }>(
+      'SELECT snapshot_ids FROM backstop.request_log WHERE id = $1::bigint',
       [completion.request_id],
     );
     if (!request) throw new SnapshotError(`request ${completion.request_id} does not exist`);
@@ -213,7 +212,7 @@ export class ImageCompleter {
       };
       const key = manifestKeyForData(manifest.parquet_path);
       if (!key) throw new SnapshotError(`before-image ${manifest.snapshot_id} has an unexpected data file name ${manifest.parquet_path}`);
-      await this.options.storage.put(key, Readable.from([Buffer.from(serializeManifest(proven))]), { contentType: 'application/json' });
+      await writeManifest(this.options.storage, key, proven);
       await this.options.record(proven, true);
       return { table: quoted(manifest), snapshot_id: manifest.snapshot_id, how: 'proof', rows: manifest.row_count, ms: Math.round(performance.now() - started) };
     }
@@ -293,7 +292,7 @@ export class ImageCompleter {
     };
     const manifestKey = manifestKeyForData(manifest.parquet_path)!;
     try {
-      await this.options.storage.put(manifestKey, Readable.from([Buffer.from(serializeManifest(completed))]), { contentType: 'application/json' });
+      await writeManifest(this.options.storage, manifestKey, completed);
     } catch (error) {
       await this.options.storage.delete(key).catch(() => {});
       throw error;

@@ -28,7 +28,7 @@ import type { Storage } from '../storage/storage.js';
 import { contentHashOf, copyOutSql, rowSource, type ContentHash, type RowSource } from './content-hash.js';
 import { inSnapshotTransaction, type DatabaseSource } from './database-session.js';
 import { snapshotKeys, type SnapshotKeys } from './layout.js';
-import { MANIFEST_FORMAT_VERSION, formatChecksum, serializeManifest, type Manifest, type ManifestAsOf, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
+import { MANIFEST_FORMAT_VERSION, formatChecksum, writeManifest, type Manifest, type ManifestAsOf, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
 import { censusBounds, takeCensus, type RowCensus } from '../capture/census.js';
 import { followGrowingFile } from './growing-file.js';
 import { ParquetEncodeRejected, encodeCopyToParquet, type ParquetEncodeResult } from './parquet-encoder.js';
@@ -632,7 +632,7 @@ async function captureMany(targets: CaptureTarget[], options: CaptureOptions, gr
       current = captured[index]!.target.table;
       const key = planned[index]!.keys!.manifest;
       written.push(key);
-      await options.storage.put(key, Readable.from([Buffer.from(serializeManifest(manifest))]), { contentType: 'application/json' });
+      await writeManifest(options.storage, key, manifest);
       logger.info('snapshot captured', {
         table: displayName(captured[index]!.target.table),
         snapshot_id: manifest.snapshot_id,

@@ -3,6 +3,7 @@
  * data file. It is written last, after the data file is complete and checked, and is therefore
  * the commit point: a data file without a manifest is garbage, never a snapshot.
  */
+import { Readable } from 'node:stream';
 import type { TableDefinition } from '../db/catalog.js';
 import { SnapshotError, describeError } from '../errors/index.js';
 import type { Storage } from '../storage/storage.js';
@@ -222,4 +223,9 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
 
 export async function readManifest(storage: Storage, key: string): Promise<Manifest> {
   return parseManifest(await readAll(await storage.get(key)), key);
+}
+
+/** Write (or atomically replace) a manifest under `key`: the commit point of a snapshot. */
+export async function writeManifest(storage: Storage, key: string, manifest: Manifest): Promise<void> {
+  await storage.put(key, Readable.from([Buffer.from(serializeManifest(manifest))]), { contentType: 'application/json' });
 }
