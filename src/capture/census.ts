@@ -76,14 +76,6 @@ export async function currentSnapshot(client: pg.ClientBase): Promise<string> {
   return rows[0]!.snapshot;
 }
 
-async function columnFingerprint(client: pg.ClientBase, relid: number): Promise<string> {
-  const { rows } = await client.query<{ columns: string | null }>(
-    `SELECT pg_catalog.string_agg(a.attnum || ':' || a.attname || ':' || a.atttypid || ':' || a.atttypmod, ',' ORDER BY a.attnum) AS columns
-       FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped`,
-    [relid],
-  );
-  return rows[0]?.columns ?? '';
-}
 
 /**
  * Count the row versions of `from` (a FROM target: `ONLY t`, or a partitioned table with its
@@ -98,19 +90,29 @@ async function boundaryAge(client: pg.ClientBase, xmin32: number): Promise<numbe
   return k === 2147483647 ? null : k;
 }
 
-/** The relations whose rows the table's image holds: the table itself, or a partitioned table's leaf partitions. */
-async function physicalRelations(client: pg.ClientBase, relid: number): Promise<number[]> {
-  const { rows } = await client.query<{ relid: number }>(
-    `SELECT p.relid::oid::bigint AS relid FROM pg_catalog.pg_partition_tree($1::oid) AS p
-      WHERE p.isleaf AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = p.relid) IN ('r', 'p')
-     UNION SELECT $1::oid::bigint WHERE (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = $1::oid) = 'r'`,
-    [relid],
+/**
+ * What a census of `relation` (a quoted, qualified name) counts, in one catalog query: the
+ * table's oid, its columns (attnum:name:type:typmod) and the relations holding its rows — its
+ * leaf partitions when it is partitioned, else itself — with their quoted names.
+ */
+async function censusSubject(client: pg.ClientBase, relation: string): Promise<{ columns: string; relations: Array<{ relid: number; name: string }> }> {
+  const { rows } = await client.query<{ columns: string | null; relations: Array<{ relid: number; name: string }> }>(
+    `WITH subject AS (SELECT $1::regclass::oid AS relid),
+          holding AS (
+            SELECT p.relid FROM subject, pg_catalog.pg_partition_tree(subject.relid) AS p WHERE p.isleaf
+            UNION SELECT subject.relid FROM subject JOIN pg_catalog.pg_class c ON c.oid = subject.relid WHERE c.relkind = 'r')
+     SELECT (SELECT pg_catalog.string_agg(a.attnum || ':' || a.attname || ':' || a.atttypid || ':' || a.atttypmod, ',' ORDER BY a.attnum)
+               FROM pg_catalog.pg_attribute a, subject WHERE a.attrelid = subject.relid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+            (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object('relid', c.oid::bigint, 'name', pg_catalog.format('%I.%I', n.nspname, c.relname)) ORDER BY c.oid), '[]')
+               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid IN (SELECT relid FROM holding) AND c.relkind IN ('r', 'p')) AS relations`,
+    [relation],
   );
-  return rows.map((row) => Number(row.relid)).sort((a, b) => a - b);
+  return { columns: rows[0]?.columns ?? '', relations: (rows[0]?.relations ?? []).map((r) => ({ relid: Number(r.relid), name: r.name })) };
 }
 
 /**
- * Count the row versions of table `relid` (its own rows, or its leaf partitions' rows) by class,
+ * Count the row versions of table `relation` (quoted, qualified) (its own rows, or its leaf partitions' rows) by class,
  * in the calling transaction's snapshot, with boundaries `bounds`. One sequential scan of each
  * relation reading only system columns (≈ 0.13 s per million rows), with the identities of the
  * (few) mid versions: the in-flight window is a handful of transactions; a capture that raced a
@@ -118,10 +120,10 @@ async function physicalRelations(client: pg.ClientBase, relid: number): Promise<
  */
 export async function takeCensus(
   client: pg.ClientBase,
-  relid: number,
+  relation: string,
   bounds: { xmin32: number; span: number },
 ): Promise<RowCensus> {
-  const columns = await columnFingerprint(client, relid);
+  const { columns, relations: holding } = await censusSubject(client, relation);
   const k = await boundaryAge(client, bounds.xmin32);
   if (k === null) return { ...bounds, relations: {}, midVersions: null, columns };
   const young = youngSql(k);
@@ -129,8 +131,7 @@ export async function takeCensus(
   const relations: Record<string, RelationCensus> = {};
   const versions: string[] = [];
   const newerVersions: string[] = [];
-  for (const physical of await physicalRelations(client, relid)) {
-    const name = await qualifiedName(client, physical);
+  for (const { relid: physical, name } of holding) {
     const { rows } = await client.query<{ total: string; mid: string; newer: string; versions: string[] | null; newer_versions: string[] | null }>(
       `SELECT pg_catalog.count(*) AS total,
               pg_catalog.count(*) FILTER (WHERE ${young} AND ${past} < ${bounds.span}) AS mid,
@@ -155,13 +156,6 @@ export async function takeCensus(
   };
 }
 
-async function qualifiedName(client: pg.ClientBase, relid: number): Promise<string> {
-  const { rows } = await client.query<{ name: string }>(
-    `SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS name FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::oid`,
-    [relid],
-  );
-  return rows[0]!.name;
-}
 
 export type CensusVerdict =
   | { unchanged: true }

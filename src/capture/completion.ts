@@ -199,8 +199,7 @@ export class ImageCompleter {
     let later: RowCensus | undefined;
     if (census) {
       ({ verdict, snapshot, later } = await inSnapshotTransaction(this.options.pool, undefined, async (client) => {
-        const { rows } = await client.query<{ relid: number }>('SELECT $1::regclass::oid::integer AS relid', [quoted(manifest)]);
-        const now = await takeCensus(client, rows[0]!.relid, census);
+        const now = await takeCensus(client, quoted(manifest), census);
         return { verdict: compareCensus(census, now), snapshot: await currentSnapshot(client), later: now };
       }, signal));
     }

@@ -29,7 +29,7 @@ import { contentHashOf, copyOutSql, rowSource, type ContentHash, type RowSource 
 import { inSnapshotTransaction, type DatabaseSource } from './database-session.js';
 import { snapshotKeys, type SnapshotKeys } from './layout.js';
 import { MANIFEST_FORMAT_VERSION, formatChecksum, writeManifest, type Manifest, type ManifestAsOf, type ManifestColumn, type ManifestGroup, type SnapshotSource } from './manifest.js';
-import { censusBounds, takeCensus, type RowCensus } from '../capture/census.js';
+import { censusBounds, currentSnapshot, takeCensus, type RowCensus } from '../capture/census.js';
 import { followGrowingFile } from './growing-file.js';
 import { ParquetEncodeRejected, encodeCopyToParquet, type ParquetEncodeResult } from './parquet-encoder.js';
 import type { RowHashResult } from './row-hash/row-hasher.js';
@@ -490,7 +490,7 @@ async function captureData(
     stored_as: storages[index]!.storedAs,
   }));
   logger.debug('rows encoded', { table: displayName(target.table), rows: hash.rows, copy_bytes: hash.bytes, row_group_rows: plan.rowGroupRows, encodes: attempts });
-  const census = options.census ? await censusOf(client, from, source) : undefined;
+  const census = options.census ? await censusOf(client, source) : undefined;
   return {
     ...(census ? { census } : {}),
     target,
@@ -505,13 +505,8 @@ async function captureData(
 }
 
 /** The row-version census of the rows just read, in the same snapshot (see capture/census.ts). */
-async function censusOf(client: pg.ClientBase, from: string, relation: QualifiedName): Promise<RowCensus> {
-  const { rows } = await client.query<{ relid: number; snapshot: string }>(
-    `SELECT $1::regclass::oid::integer AS relid, pg_catalog.pg_current_snapshot()::text AS snapshot`,
-    [quoteQualified(relation)],
-  );
-  const row = rows[0]!;
-  return takeCensus(client, row.relid, censusBounds(row.snapshot));
+async function censusOf(client: pg.ClientBase, relation: QualifiedName): Promise<RowCensus> {
+  return takeCensus(client, quoteQualified(relation), censusBounds(await currentSnapshot(client)));
 }
 
 /**
