@@ -421,6 +421,28 @@ BEGIN
 END
 $fn$;
 
+-- The agent reads these tables for a before-image; a transaction that already holds one ACCESS
+-- EXCLUSIVE would wait for the agent while the agent waits for it. Refuse at once, saying what
+-- cannot be done (`consequence`) and what to do instead.
+CREATE FUNCTION backstop._refuse_if_held_exclusively(tag text, relids oid[], consequence text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+DECLARE
+  locked text;
+BEGIN
+  SELECT string_agg(l.relation::regclass::text, ', ') INTO locked
+    FROM pg_locks l
+   WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
+     AND l.mode = 'AccessExclusiveLock' AND l.relation = ANY (relids);
+  IF locked IS NOT NULL THEN
+    RAISE EXCEPTION 'Backstop refused %: this transaction already locks % exclusively, so %', tag, locked, consequence
+      USING ERRCODE = 'BS004',
+            HINT = 'run this statement in a transaction of its own (or before other DDL on the same tables in this transaction)';
+  END IF;
+END
+$fn$;
+
 -- Complete the before-images of an approved request before its statement goes on: stop writers
 -- on every table the agent read (LOCK ... IN EXCLUSIVE MODE: the agent can still read), file a
 -- completion, and wait until the agent has stored images that hold every write committed before
@@ -436,7 +458,6 @@ DECLARE
   tables constant oid[] := backstop._tables_read_by_agent(coverage);
   wait_timeout constant interval := (backstop._settings()).wait_timeout;
   previous_lock_timeout constant text := current_setting('lock_timeout');
-  locked text;
   relid oid;
   completion_id bigint;
   status text;
@@ -449,17 +470,7 @@ BEGIN
     RAISE EXCEPTION 'Backstop refused %: completing its before-image needs dblink (the agent must see the request while this statement waits)', tag
       USING ERRCODE = 'BS004', HINT = 'as a superuser run CREATE EXTENSION dblink SCHEMA backstop; (PostgreSQL contrib), then run the statement again';
   END IF;
-  -- The agent reads these tables; a transaction that already holds one exclusively would wait
-  -- for the agent while the agent waits for it.
-  SELECT string_agg(l.relation::regclass::text, ', ') INTO locked
-    FROM pg_locks l
-   WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
-     AND l.mode = 'AccessExclusiveLock' AND l.relation = ANY (backstop._with_descendants(tables));
-  IF locked IS NOT NULL THEN
-    RAISE EXCEPTION 'Backstop refused %: this transaction already locks % exclusively, so its before-image cannot be completed', tag, locked
-      USING ERRCODE = 'BS004',
-            HINT = 'run this statement in a transaction of its own (or before other DDL on the same tables in this transaction)';
-  END IF;
+  PERFORM backstop._refuse_if_held_exclusively(tag, backstop._with_descendants(tables), 'its before-image cannot be completed');
   -- Stop writers, not readers, until the statement ends. Writes committed before the lock is
   -- granted are what the completed image must hold.
   PERFORM set_config('lock_timeout', (extract(epoch FROM wait_timeout) * 1000)::bigint::text, true);
@@ -502,7 +513,6 @@ DECLARE
   request_id bigint;
   status text;
   reason text;
-  locked text;
 BEGIN
   -- Fail-closed: no live agent, no destructive statement, whatever was approved.
   IF NOT backstop._agent_alive() THEN
@@ -519,18 +529,8 @@ BEGIN
               HINT = format('first run SELECT backstop.request(%s); then, once SELECT status FROM backstop.requests shows it approved, run the statement again',
                             backstop._dollar_quote(query));
     END IF;
-    -- The agent reads the tables for the before-image; if this transaction already holds them
-    -- exclusively it would wait for us while we wait for it.
     IF agent_reads_tables THEN
-      SELECT string_agg(l.relation::regclass::text, ', ') INTO locked
-        FROM pg_locks l
-       WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
-         AND l.mode = 'AccessExclusiveLock' AND l.relation = ANY (relids);
-      IF locked IS NOT NULL THEN
-        RAISE EXCEPTION 'Backstop refused %: this transaction already locks % exclusively, so no before-image can be taken while it waits', tag, locked
-          USING ERRCODE = 'BS004',
-                HINT = 'run this statement in a transaction of its own (or before other DDL on the same tables in this transaction)';
-      END IF;
+      PERFORM backstop._refuse_if_held_exclusively(tag, relids, 'no before-image can be taken while it waits');
     END IF;
 
     request_id := backstop._file_request(tag, query, caller_search_path, false, clock_timestamp() + wait_timeout);
@@ -1224,7 +1224,7 @@ DROP FUNCTION backstop._find_approved_request(text);
 DROP FUNCTION backstop._alter_loses_data(text);
 
 -- New functions are executable by PUBLIC by default: none of these is for everyone.
-REVOKE ALL ON FUNCTION backstop._is_coverage_item(jsonb), backstop._no_completer_reason(bigint), backstop._no_available_agent_reason(), backstop.agent_set_coverage(bigint, jsonb),
+REVOKE ALL ON FUNCTION backstop._is_coverage_item(jsonb), backstop._refuse_if_held_exclusively(text, oid[], text), backstop._no_completer_reason(bigint), backstop._no_available_agent_reason(), backstop.agent_set_coverage(bigint, jsonb),
                        backstop._is_covered(text, oid, integer, boolean), backstop._statement_covers(oid[]),
                        backstop._covering_request(text, oid), backstop._find_approved_request(text, oid[]),
                        backstop._consume(bigint, text, text), backstop._tables_read_by_agent(jsonb),
