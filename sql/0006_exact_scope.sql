@@ -107,15 +107,20 @@ ALTER TABLE backstop.request_consumptions
 COMMENT ON COLUMN backstop.request_consumptions.statement_started_at IS
   'statement_timestamp() of the statement that used the approval: coverage holds for that statement only';
 
--- Is one coverage item well formed?
+-- Is one coverage item well formed? A column item always names its column: an item without one
+-- would cover every column of the table.
 CREATE FUNCTION backstop._is_coverage_item(item jsonb) RETURNS boolean
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
-  SELECT jsonb_typeof(item) = 'object'
-     AND item->>'kind' IN ('drop table', 'drop column', 'alter column type', 'truncate')
-     AND jsonb_typeof(item->'relid') = 'number'
-     AND (item->'attnum' IS NULL OR jsonb_typeof(item->'attnum') IN ('number', 'null'))
+  -- coalesce: a missing field makes jsonb_typeof null, and null must not pass as "well formed".
+  SELECT coalesce(jsonb_typeof(item) = 'object'
+                  AND jsonb_typeof(item->'relid') = 'number'
+                  AND CASE WHEN item->>'kind' IN ('drop column', 'alter column type')
+                           THEN jsonb_typeof(item->'attnum') = 'number'   -- a column item names its column
+                           WHEN item->>'kind' IN ('drop table', 'truncate')
+                           THEN coalesce(jsonb_typeof(item->'attnum'), 'null') = 'null'
+                           ELSE false END, false)
 $fn$;
 
 -- The agent sets what a request covers, before the request is decided. Partitions and children
@@ -159,7 +164,7 @@ AS $fn$
        AND (NOT in_this_statement OR c.statement_started_at = statement_timestamp())
        AND item.relid = _is_covered.relid
        AND item.kind = _is_covered.kind
-       AND (_is_covered.attnum IS NULL OR item.attnum IS NULL OR item.attnum = _is_covered.attnum))
+       AND (_is_covered.attnum IS NULL OR item.attnum = _is_covered.attnum))
 $fn$;
 
 -- Has the running statement consumed a request covering every one of these tables (any kind but

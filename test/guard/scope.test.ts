@@ -108,6 +108,18 @@ describe('an approval covers exactly its statement', () => {
     expect(await count('other_t')).toBe(1);
   });
 
+  it('refuses a coverage item for a column that does not name the column (it would cover every column)', async () => {
+    await owner.query(`CREATE TABLE wide (id int, a text, b text)`);
+    const id = (await owner.query(`SELECT backstop.request('ALTER TABLE wide DROP COLUMN a') AS id`)).rows[0].id;
+    await f.agent.claim(id);
+    const relid = Number((await f.admin.query(`SELECT 'wide'::regclass::oid::bigint AS relid`)).rows[0].relid);
+    for (const item of [{ kind: 'drop column', relid }, { kind: 'alter column type', relid, attnum: null }, { kind: 'drop table', relid, attnum: 2 }]) {
+      const error = await pgError(f.agent.client.query('SELECT backstop.agent_set_coverage($1, $2::jsonb)', [id, JSON.stringify([item])]));
+      expect({ item, code: error.code }).toEqual({ item, code: 'BS006' });
+    }
+    await f.agent.setCoverage(id, [{ kind: 'drop column', relid, attnum: 2 }]);
+  });
+
   it('a statement rolled back to a savepoint leaves its approval for the same statement again', async () => {
     await owner.query(`CREATE TABLE saved (id int); INSERT INTO saved VALUES (1)`);
     await owner.query('BEGIN');
