@@ -149,20 +149,31 @@ END
 $fn$;
 COMMENT ON FUNCTION backstop.agent_set_coverage(bigint, jsonb) IS 'Agent: what an approval of this request allows (kind, table, column items)';
 
--- Did a request consumed by the running statement cover this (kind, table[, column])? Kinds
--- never stand in for one another (a drop table item does not cover dropping a column of a table
--- that stays). Read locally: the consumption rows were inserted by this very
--- transaction, scoped to this statement by statement_timestamp().
+-- The coverage items this transaction consumed, item by item: those of the running statement
+-- (scoped by statement_timestamp()), or of any statement of the transaction. Read locally: the
+-- consumption rows were inserted by this very transaction.
+CREATE FUNCTION backstop._consumed_items(in_this_statement boolean)
+RETURNS TABLE (request_id bigint, kind text, relid oid, attnum integer)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  SELECT c.request_id, item.kind, item.relid, item.attnum
+    FROM backstop.request_consumptions c, jsonb_to_recordset(c.coverage) AS item(kind text, relid oid, attnum integer)
+   WHERE c.txid = txid_current_if_assigned()
+     AND (NOT in_this_statement OR c.statement_started_at = statement_timestamp())
+$fn$;
+
+-- Did a request consumed by the running statement (or, with in_this_statement false, by this
+-- transaction) cover this (kind, table[, column])? Kinds never stand in for one another (a drop
+-- table item does not cover dropping a column of a table that stays).
 CREATE FUNCTION backstop._is_covered(kind text, relid oid, attnum integer DEFAULT NULL, in_this_statement boolean DEFAULT true)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
   SELECT EXISTS (
-    SELECT FROM backstop.request_consumptions c, jsonb_to_recordset(c.coverage) AS item(kind text, relid oid, attnum integer)
-     WHERE c.txid = txid_current_if_assigned()
-       AND (NOT in_this_statement OR c.statement_started_at = statement_timestamp())
-       AND item.relid = _is_covered.relid
+    SELECT FROM backstop._consumed_items(in_this_statement) AS item
+     WHERE item.relid = _is_covered.relid
        AND item.kind = _is_covered.kind
        AND (_is_covered.attnum IS NULL OR item.attnum = _is_covered.attnum))
 $fn$;
@@ -174,10 +185,8 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
   SELECT coalesce(array_agg(item.relid), '{}') @> relids
-    FROM backstop.request_consumptions c, jsonb_to_recordset(c.coverage) AS item(kind text, relid oid)
-   WHERE c.txid = txid_current_if_assigned()
-     AND c.statement_started_at = statement_timestamp()
-     AND item.kind <> 'truncate'
+    FROM backstop._consumed_items(true) AS item
+   WHERE item.kind <> 'truncate'
 $fn$;
 
 -- The request consumed by the running statement that covers this (kind, table), if any.
@@ -185,12 +194,10 @@ CREATE FUNCTION backstop._covering_request(kind text, relid oid) RETURNS bigint
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
-  SELECT c.request_id
-    FROM backstop.request_consumptions c, jsonb_to_recordset(c.coverage) AS item(kind text, relid oid)
-   WHERE c.txid = txid_current_if_assigned()
-     AND c.statement_started_at = statement_timestamp()
-     AND item.kind = _covering_request.kind AND item.relid = _covering_request.relid
-   ORDER BY c.request_id LIMIT 1
+  SELECT item.request_id
+    FROM backstop._consumed_items(true) AS item
+   WHERE item.kind = _covering_request.kind AND item.relid = _covering_request.relid
+   ORDER BY item.request_id LIMIT 1
 $fn$;
 
 -- An approved, unexpired request of this role for this statement, as committed now, that covers
@@ -1229,7 +1236,7 @@ DROP FUNCTION backstop._find_approved_request(text);
 DROP FUNCTION backstop._alter_loses_data(text);
 
 -- New functions are executable by PUBLIC by default: none of these is for everyone.
-REVOKE ALL ON FUNCTION backstop._is_coverage_item(jsonb), backstop._refuse_if_held_exclusively(text, oid[], text), backstop._no_completer_reason(bigint), backstop._no_available_agent_reason(), backstop.agent_set_coverage(bigint, jsonb),
+REVOKE ALL ON FUNCTION backstop._is_coverage_item(jsonb), backstop._consumed_items(boolean), backstop._refuse_if_held_exclusively(text, oid[], text), backstop._no_completer_reason(bigint), backstop._no_available_agent_reason(), backstop.agent_set_coverage(bigint, jsonb),
                        backstop._is_covered(text, oid, integer, boolean), backstop._statement_covers(oid[]),
                        backstop._covering_request(text, oid), backstop._find_approved_request(text, oid[]),
                        backstop._consume(bigint, text, text), backstop._tables_read_by_agent(jsonb),
