@@ -698,6 +698,8 @@ CREATE FUNCTION backstop._column_added_in_this_transaction(relid oid, attnum int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
+DECLARE
+  added boolean;
 BEGIN
   IF backstop._created_in_this_transaction(relid) THEN
     RETURN true;
@@ -705,10 +707,13 @@ BEGIN
   IF backstop._dblink_schema() IS NULL THEN
     RETURN false;
   END IF;
-  RETURN backstop._loopback_value(format(
+  added := backstop._loopback_value(format(
     'SELECT (EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = %1$s)
              AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = %1$s AND attnum = %2$s AND NOT attisdropped))::text',
     relid, attnum))::boolean;
+  -- Whoever opens the loopback gives it back: no superuser connection is left in the session.
+  PERFORM backstop._loopback_release();
+  RETURN added;
 END
 $fn$;
 
@@ -895,19 +900,11 @@ BEGIN
   IF backstop._attaching() THEN
     RETURN;
   END IF;
-  -- Reading what the statement loses may use the loopback (columns of this transaction): it is
-  -- given back on every way out, so no superuser connection is left in the caller's session.
-  BEGIN
-    relids := backstop._pause_targets(tag, query, caller_search_path);
-    -- Nothing lost, or an earlier statement of this client string already got the approval.
-    IF cardinality(relids) > 0 AND NOT backstop._statement_covers(relids) THEN
-      PERFORM backstop._obtain_approval(tag, query, caller_search_path, relids, true);
-    END IF;
-  EXCEPTION WHEN OTHERS OR query_canceled THEN
-    PERFORM backstop._loopback_release();
-    RAISE;
-  END;
-  PERFORM backstop._loopback_release();
+  relids := backstop._pause_targets(tag, query, caller_search_path);
+  -- Nothing lost, or an earlier statement of this client string already got the approval.
+  IF cardinality(relids) > 0 AND NOT backstop._statement_covers(relids) THEN
+    PERFORM backstop._obtain_approval(tag, query, caller_search_path, relids, true);
+  END IF;
 END
 $fn$;
 
@@ -934,6 +931,7 @@ BEGIN
        SELECT count(*)::text FROM withdrawn, LATERAL backstop._notify_decision(id, ''expired'')',
       reason, consumed));
   END LOOP;
+  PERFORM backstop._loopback_release();
 END
 $fn$;
 
@@ -1016,7 +1014,6 @@ BEGIN
     anything_consumed := EXISTS (SELECT FROM backstop.request_consumptions c
                                   WHERE c.txid = txid_current_if_assigned() AND c.statement_started_at = statement_timestamp());
     PERFORM backstop._withdraw_consumed_approvals(format('the statement also dropped %s %s, which the approval does not cover', dropped.object_type, dropped.object_identity));
-    PERFORM backstop._loopback_release();
     RAISE EXCEPTION 'Backstop refused %: % % would be dropped without an approved request covering it',
         tg_tag, dropped.object_type, dropped.object_identity
       USING ERRCODE = 'BS005',
@@ -1024,7 +1021,6 @@ BEGIN
                         THEN 'run the statement as a single top-level statement so Backstop can pause it for approval, or file it first with SELECT backstop.request($$...$$)'
                         ELSE 'the approved request does not cover it (a CASCADE reaching further?): name every table in the statement and run it again' END;
   END LOOP;
-  PERFORM backstop._loopback_release();
 END
 $fn$;
 
@@ -1044,6 +1040,7 @@ BEGIN
   committed := backstop._loopback_value(format(
     'SELECT coalesce(jsonb_agg(jsonb_build_array(attnum, atttypid, atttypmod)), ''[]'')::text
        FROM pg_catalog.pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped', relid))::jsonb;
+  PERFORM backstop._loopback_release();
   RETURN ARRAY(SELECT a.attnum::integer
                  FROM pg_attribute a JOIN jsonb_array_elements(committed) AS c(col) ON (c.col->>0)::integer = a.attnum
                 WHERE a.attrelid = _retyped_columns.relid AND NOT a.attisdropped
@@ -1078,13 +1075,11 @@ BEGIN
   END IF;
   IF NOT backstop._is_covered('alter column type', relid) OR uncovered IS NOT NULL THEN
     PERFORM backstop._withdraw_consumed_approvals(format('the statement also rewrote %s, which the approval does not cover', relid::regclass));
-    PERFORM backstop._loopback_release();
     RAISE EXCEPTION 'Backstop refused %: changing % rewrites %, and no approved request covers it',
         tg_tag, coalesce('the type of column(s) ' || uncovered, 'a column type'), relid::regclass
       USING ERRCODE = 'BS005',
             HINT = 'run the ALTER TABLE as a single top-level statement naming every column it changes so Backstop can pause it for approval, or file it first with SELECT backstop.request($$...$$)';
   END IF;
-  PERFORM backstop._loopback_release();
 END
 $fn$;
 
@@ -1115,13 +1110,7 @@ BEGIN
   END IF;
   covering := backstop._covering_request('truncate', relid);
   IF covering IS NULL THEN
-    BEGIN
-      PERFORM backstop._obtain_approval('TRUNCATE TABLE', query, caller_search_path, ARRAY[relid], false);
-    EXCEPTION WHEN OTHERS OR query_canceled THEN
-      PERFORM backstop._loopback_release();
-      RAISE;
-    END;
-    PERFORM backstop._loopback_release();
+    PERFORM backstop._obtain_approval('TRUNCATE TABLE', query, caller_search_path, ARRAY[relid], false);
     covering := backstop._covering_request('truncate', relid);
   END IF;
   IF covering IS NULL THEN
