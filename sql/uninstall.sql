@@ -25,6 +25,17 @@ BEGIN
 END
 $uninstall$;
 
+-- Staging schemas of undos and restores in progress (backstop_restore_<id>, see 0007_undo.sql).
+DO $staging$
+DECLARE
+  staging text;
+BEGIN
+  FOR staging IN SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.nspname ~ '^backstop_restore_[0-9]+$' LOOP
+    EXECUTE pg_catalog.format('DROP SCHEMA %I CASCADE', staging);
+  END LOOP;
+END
+$staging$;
+
 DROP SCHEMA IF EXISTS backstop_images CASCADE;
 DROP SCHEMA IF EXISTS backstop CASCADE;
 

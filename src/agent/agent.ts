@@ -84,6 +84,8 @@ export interface AgentWork {
   exportTruncateImages?(signal: AbortSignal): Promise<void>;
   /** Serve on-demand snapshot requests (backstop.snapshot()); called on every sweep by the leader. */
   serveSnapshotRequests?(signal: AbortSignal): Promise<void>;
+  /** Stage undos and restores asked for from psql (backstop.undo()); called on every sweep by the leader. */
+  serveRestores?(signal: AbortSignal): Promise<void>;
   /** Continuous snapshots; started when this agent becomes leader, stopped when it stops being one. */
   scheduler?: { start(): void; stop(): Promise<void> };
   listSnapshots?(table?: string): Promise<unknown[]>;
@@ -166,7 +168,7 @@ export class Agent {
     });
     this.listener = new NotificationListener({
       target: options.target,
-      channels: [CHANNELS.requests, CHANNELS.snapshots],
+      channels: [CHANNELS.requests, CHANNELS.snapshots, CHANNELS.restores],
       logger: this.logger.child({ component: 'listener' }),
       onNotification: (channel, payload) => {
         this.logger.debug('notification', { channel, payload });
@@ -401,6 +403,7 @@ export class Agent {
     // each, so a big capture never delays the answer to a waiting DROP.
     if (this.work?.exportTruncateImages) this.runInBackground('truncate-export', (s) => this.work!.exportTruncateImages!(s), signal);
     if (this.work?.serveSnapshotRequests) this.runInBackground('on-demand', (s) => this.work!.serveSnapshotRequests!(s), signal);
+    if (this.work?.serveRestores) this.runInBackground('restores', (s) => this.work!.serveRestores!(s), signal);
   }
 
   private runInBackground(name: string, task: (signal: AbortSignal) => Promise<void>, signal: AbortSignal): void {

@@ -15,7 +15,7 @@ import { quoteIdent } from '../db/identifiers.js';
 import { reconnectDelay, sleep } from '../retry/backoff.js';
 import { closeSession, openSession, queryWithin, type Session } from './session.js';
 
-export const CHANNELS = { requests: 'backstop_requests', decisions: 'backstop_decisions', snapshots: 'backstop_snapshots' } as const;
+export const CHANNELS = { requests: 'backstop_requests', decisions: 'backstop_decisions', snapshots: 'backstop_snapshots', restores: 'backstop_restores' } as const;
 
 export interface ListenerOptions {
   target: DatabaseTarget;

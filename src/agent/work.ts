@@ -14,6 +14,7 @@ import { ImageCompleter } from '../capture/completion.js';
 import { CaptureSlots, captureBudget } from '../capture/slots.js';
 import type { Agent, AgentWork } from './agent.js';
 import { SnapshotScheduler } from './scheduler.js';
+import { RestoreServer } from './restores.js';
 import { cleanUpUnfinishedUploads } from '../storage/unfinished-uploads.js';
 import { describeError } from '../errors/index.js';
 
@@ -92,6 +93,7 @@ export function agentWork(agent: Agent, storage: Storage, logger: Logger): Agent
     })
     .catch((error: unknown) => logger.warn('could not look for unfinished uploads; will try at the next start', { event: 'uploads.cleanup_failed', error: describeError(error) }));
   agent.onStop(() => uploadCleanup);
+  const restores = new RestoreServer({ pool: agent.pool, target: options.target, storage, agentId: agent.agentId, logger: logger.child({ component: 'restore' }) });
   const truncateImages = new TruncateExporter({ pool: capturePool, storage, slots, logger: logger.child({ component: 'truncate-export' }), record });
   return {
     capturer: beforeImages,
@@ -102,6 +104,7 @@ export function agentWork(agent: Agent, storage: Storage, logger: Logger): Agent
     serveSnapshotRequests: async (signal) => {
       await scheduler.handleSnapshotRequests(signal);
     },
+    serveRestores: (signal) => restores.serve(signal),
     scheduler,
     // The same JSON as `backstop snapshots list --json`: snapshot summaries, newest first.
     listSnapshots: async (table) => listSnapshots(storage, { ...(table ? { table: parseQualifiedName(table) } : {}), logger }),

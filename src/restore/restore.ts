@@ -14,7 +14,7 @@ import type pg from 'pg';
 import { displayName, parseQualifiedName, quoteIdent, quoteQualified, type QualifiedName } from '../db/identifiers.js';
 import { BackstopError, ConfigError, ConflictError, DatabaseError, NotFoundError, VerificationError, describeError } from '../errors/index.js';
 import { silentLogger, type Logger } from '../log/logger.js';
-import { createProgress } from '../log/progress.js';
+import { createProgress, type ProgressReporter } from '../log/progress.js';
 import type { ContentHash } from '../snapshot/content-hash.js';
 import { findManifest, listManifests } from '../snapshot/list.js';
 import type { Manifest } from '../snapshot/manifest.js';
@@ -33,6 +33,11 @@ export interface RestoreItem {
   manifest: Manifest;
   /** Where the table goes. */
   target: QualifiedName;
+  /**
+   * Only the table and its rows (verified), without indexes, constraints, identity, foreign keys
+   * or anything attached: the images an undo reads from (src/restore/stage.ts).
+   */
+  bare?: boolean;
 }
 
 export interface RunOptions {
@@ -51,6 +56,10 @@ export interface RunOptions {
   progress?: boolean;
   /** Where the progress bar is drawn (default stderr). */
   progressStream?: NodeJS.WriteStream;
+  /** Rows loaded so far into the table being loaded (running total), besides the progress display. */
+  onRows?(item: RestoreItem, rows: number): void;
+  /** Runs inside the restore's transaction after everything is built and verified, just before COMMIT. */
+  beforeCommit?(client: pg.ClientBase, result: RestoreResult): Promise<void>;
 }
 
 export interface RestoredTable {
@@ -141,6 +150,20 @@ export function restoreScript(plan: RestorePlan, manifest: Manifest, replaced: b
   return `${lines.join('\n')}\n`;
 }
 
+/** A progress reporter that also hands every running total to `onRows`. */
+function reportingRows(display: ProgressReporter | undefined, onRows: (rows: number) => void): ProgressReporter {
+  return {
+    update(rows, bytes) {
+      display?.update(rows, bytes);
+      onRows(rows);
+    },
+    done(rows, bytes) {
+      display?.done(rows, bytes);
+      onRows(rows);
+    },
+  };
+}
+
 function wrapFailure(error: unknown, what: string): BackstopError {
   if (error instanceof BackstopError) return error;
   // PostgreSQL's own hint (e.g. Backstop's guard refusing the DROP of a replaced table) comes first.
@@ -228,9 +251,10 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         await ensureSchema(client, target.schema);
         for (const sql of plan.create) await client.query(sql);
         const loadStarted = Date.now();
-        const progress = showProgress
+        const display = showProgress
           ? createProgress({ label: `restore ${displayName(target)}`, logger: log, totalRows: manifest.row_count, ...(options.progressStream ? { stream: options.progressStream } : {}) })
           : undefined;
+        const progress = options.onRows ? reportingRows(display, (rows) => options.onRows!(item, rows)) : display;
         const loaded = await loadRows({ client, manifest, file: file.paths, workDir: file.workDir, table: plan.build, columns: plan.copyColumns, freeze: manifest.definition.relkind === 'table', ...(progress ? { progress } : {}) });
         result.loadMs = Date.now() - loadStarted;
 
@@ -239,6 +263,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         result.verifiedBy = verification.method;
         log.info('rows verified', { rows: loaded.rows, content_hash: verification.hash.value, verified_by: verification.method, load_ms: result.loadMs });
 
+        if (item.bare) continue;
         for (const sql of plan.afterLoad) await client.query(sql);
         for (const reset of plan.sequenceResets) {
           const { text, values } = sequenceResetSql(reset, plan.build);
@@ -248,7 +273,8 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
 
       if (!options.dryRun) {
         for (const original of replacedOriginals) await swapIn(client, original, restored.find((r) => r.target === original.table)!.plan);
-        for (const table of restored) {
+        for (const [index, table] of restored.entries()) {
+          if (ordered[index]!.bare) continue;
           for (const fk of table.plan.foreignKeys) await addForeignKey(client, table, fk.name, foreignKeySql(table.target, fk), logger);
         }
         for (const original of replacedOriginals) {
@@ -264,6 +290,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
           }
         }
       }
+      if (!options.dryRun && options.beforeCommit) await options.beforeCommit(client, { dryRun: false, tables: restored, durationMs: Date.now() - started });
       await client.query(options.dryRun ? 'ROLLBACK' : 'COMMIT');
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {});
