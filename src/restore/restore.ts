@@ -98,7 +98,10 @@ export function resolveTableName(input: string | QualifiedName, defaultSchema: s
 }
 
 async function ensureSchema(client: pg.ClientBase, schema: string): Promise<void> {
-  await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
+  // CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists: a
+  // role restoring into a schema it was given (not a superuser) may lack it.
+  const { rows } = await client.query<{ exists: boolean }>(`SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1) AS exists`, [schema]);
+  if (!rows[0]!.exists) await client.query(`CREATE SCHEMA ${quoteIdent(schema)}`);
 }
 
 /** Foreign keys on other tables that point at `table`, as schema-qualified definitions. */
