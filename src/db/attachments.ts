@@ -193,12 +193,15 @@ async function readTableAcl(client: pg.ClientBase, oid: number): Promise<AclEntr
 }
 
 async function readColumnAttachments(client: pg.ClientBase, oid: number): Promise<ColumnAttachments[]> {
+  const version = await client.query<{ num: string }>(`SELECT pg_catalog.current_setting('server_version_num') AS num`);
+  // attcompression exists from PostgreSQL 14 on.
+  const compression = Number(version.rows[0]!.num) >= 140000 ? `CASE a.attcompression WHEN 'p' THEN 'pglz' WHEN 'l' THEN 'lz4' END` : 'NULL::text';
   const { rows } = await client.query(
     `SELECT a.attname AS name, pg_catalog.col_description(a.attrelid, a.attnum) AS comment,
             CASE WHEN a.attstattarget >= 0 THEN a.attstattarget::int END AS statistics,
             CASE WHEN a.attstorage <> t.typstorage
                  THEN CASE a.attstorage WHEN 'p' THEN 'PLAIN' WHEN 'e' THEN 'EXTERNAL' WHEN 'm' THEN 'MAIN' WHEN 'x' THEN 'EXTENDED' END END AS storage,
-            CASE a.attcompression WHEN 'p' THEN 'pglz' WHEN 'l' THEN 'lz4' END AS compression,
+            ${compression} AS compression,
             coalesce(a.attoptions, '{}') AS options, a.attacl IS NOT NULL AS has_acl
        FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
       WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped

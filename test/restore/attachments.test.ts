@@ -140,7 +140,9 @@ describe('restore recreates what is attached to a table', () => {
       ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.05);
       ALTER TABLE people SET (toast.autovacuum_enabled = false);
       CREATE UNIQUE INDEX people_email_lower ON people (lower(email)) WHERE email IS NOT NULL;
-      ALTER TABLE people ALTER COLUMN email SET STATISTICS 500, ALTER COLUMN name SET STORAGE MAIN;
+      ALTER TABLE people ALTER COLUMN email SET STATISTICS 500, ALTER COLUMN name SET STORAGE MAIN, ALTER COLUMN email SET COMPRESSION pglz,
+        ALTER COLUMN tenant SET (n_distinct = -0.5);
+      COMMENT ON SEQUENCE people_id_seq IS 'ids, by fives';
       COMMENT ON TABLE people IS 'People — one row each, O''Brien included';
       COMMENT ON COLUMN people.email IS 'Contact address \\ (may be null)';
       COMMENT ON CONSTRAINT people_name_present ON people IS 'a name is required';
@@ -159,6 +161,8 @@ describe('restore recreates what is attached to a table', () => {
       CREATE TRIGGER people_always BEFORE INSERT OR UPDATE OF email, name ON people FOR EACH ROW
         WHEN (NEW.email IS NOT NULL) EXECUTE FUNCTION public.people_check('x', 'it''s');
       ALTER TABLE people ENABLE ALWAYS TRIGGER people_always;
+      CREATE CONSTRAINT TRIGGER people_deferred AFTER INSERT ON people DEFERRABLE INITIALLY DEFERRED
+        FOR EACH ROW EXECUTE FUNCTION public.people_check();
       ALTER TABLE people ENABLE ROW LEVEL SECURITY;
       ALTER TABLE people FORCE ROW LEVEL SECURITY;
       CREATE POLICY people_tenant ON people TO ${q.app} USING (tenant = current_user) WITH CHECK (tenant = current_user);
