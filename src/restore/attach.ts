@@ -58,6 +58,10 @@ export interface AttachPlan {
 }
 
 const BASE_PRIVILEGES = ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER', 'USAGE'];
+// Keywords a manifest carries as words: only these ever reach the SQL (a manifest is data).
+const STORAGE_KINDS = new Set(['PLAIN', 'EXTERNAL', 'EXTENDED', 'MAIN']);
+const COMPRESSIONS = new Set(['pglz', 'lz4']);
+const POLICY_COMMANDS = new Set(['SELECT', 'INSERT', 'UPDATE', 'DELETE']);
 const NO_DEFAULT_GRANTS: DefaultGrants = { grantees: [], ownerChanged: false };
 
 /** Every role the attachments name. */
@@ -240,9 +244,9 @@ export function planAttachments(attachments: TableAttachments, targets: AttachTa
   const columnSettings = attachments.columns.flatMap((column) => {
     const alter = `ALTER COLUMN ${quoteIdent(column.name)}`;
     return [
-      ...(column.statistics !== null ? [`${alter} SET STATISTICS ${column.statistics}`] : []),
-      ...(column.storage !== null ? [`${alter} SET STORAGE ${column.storage}`] : []),
-      ...(column.compression !== null ? [`${alter} SET COMPRESSION ${column.compression}`] : []),
+      ...(column.statistics !== null && Number.isInteger(column.statistics) ? [`${alter} SET STATISTICS ${column.statistics}`] : []),
+      ...(column.storage !== null && STORAGE_KINDS.has(column.storage) ? [`${alter} SET STORAGE ${column.storage}`] : []),
+      ...(column.compression !== null && COMPRESSIONS.has(column.compression) ? [`${alter} SET COMPRESSION ${column.compression}`] : []),
       ...(column.options.length > 0 ? [`${alter} SET (${column.options.map((o) => optionItem(o)).join(', ')})`] : []),
     ];
   });
@@ -274,10 +278,10 @@ export function planAttachments(attachments: TableAttachments, targets: AttachTa
   }
 
   // Triggers, in their captured state.
-  const enable = { O: null, D: 'DISABLE', R: 'ENABLE REPLICA', A: 'ENABLE ALWAYS' } as const;
+  const enable = new Map([['D', 'DISABLE'], ['R', 'ENABLE REPLICA'], ['A', 'ENABLE ALWAYS']]);
   for (const trigger of attachments.triggers) {
     attach.push(`${trigger.beforeTable}${table} ${trigger.afterTable}`);
-    const state = enable[trigger.enabled];
+    const state = enable.get(trigger.enabled);
     if (state) attach.push(`ALTER TABLE ${table} ${state} TRIGGER ${quoteIdent(trigger.name)}`);
     comment(`TRIGGER ${quoteIdent(trigger.name)} ON ${table}`, trigger.comment);
   }
@@ -298,7 +302,7 @@ export function planAttachments(attachments: TableAttachments, targets: AttachTa
     const clauses = [
       `CREATE POLICY ${quoteIdent(policy.name)} ON ${table}`,
       ...(policy.permissive ? [] : ['AS RESTRICTIVE']),
-      ...(policy.command === 'ALL' ? [] : [`FOR ${policy.command}`]),
+      ...(POLICY_COMMANDS.has(policy.command) ? [`FOR ${policy.command}`] : []),
       ...(policy.roles === null ? [] : [`TO ${roles.map(quoteIdent).join(', ')}`]),
       ...(policy.using !== null ? [`USING (${policy.using})`] : []),
       ...(policy.withCheck !== null ? [`WITH CHECK (${policy.withCheck})`] : []),

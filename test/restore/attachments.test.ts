@@ -370,11 +370,16 @@ describe('restore recreates what is attached to a table', () => {
     const target = { schema: staging, table: 'staged' };
     const stager = await connectAs(roles.stager);
     let result;
+    let kept;
     try {
       result = await restoreItems(stager, storage, [{ manifest, target }], { transferOwnership: false });
+      // Left to give the table away itself, a role that may not (no member of the owner) keeps it, and says so.
+      kept = await restoreItems(stager, storage, [{ manifest, target: { schema: staging, table: 'kept' } }]);
     } finally {
       await stager.end();
     }
+    expect(kept.tables[0]!.skippedAttachments.map((s) => s.what)).toContain(`ALTER TABLE ${quoteQualified({ schema: staging, table: 'kept' })} OWNER TO ${q.owner}`);
+    expect((await client.query(`SELECT pg_get_userbyid(relowner) AS owner FROM pg_class WHERE oid = to_regclass($1)`, [quoteQualified({ schema: staging, table: 'kept' })])).rows[0].owner).toBe(roles.stager);
     expect(result.tables[0]!.plan.owner).toBe(roles.owner);
     expect(result.tables[0]!.script).not.toMatch(/OWNER TO/);
     // The stager cannot act as the auditor: that grant is made by the owner instead, and reported.
