@@ -130,9 +130,9 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
   for (const sequence of def.sequences) {
     const seqName = names(sequence.name, 'SEQUENCE');
     const atBuild = { schema: target.schema, table: seqName.build };
-    finals.sequenceNames.set(sequence.name, { schema: target.schema, table: seqName.final });
     const column = columns.find((c) => c.name === sequence.column);
     if (!column) continue;
+    finals.sequenceNames.set(sequence.name, { schema: target.schema, table: seqName.final });
     if (sequence.identity) {
       afterLoad.push(`ALTER TABLE ${quoteQualified(build)} ALTER COLUMN ${quoteIdent(column.name)} ADD ${identityClause(column, sequence, atBuild)}`);
     } else {
