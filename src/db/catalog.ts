@@ -8,6 +8,7 @@
  */
 import type pg from 'pg';
 import { NotFoundError } from '../errors/index.js';
+import { readAttachments, type TableAttachments } from './attachments.js';
 import { quoteIdent, quoteQualified, type QualifiedName } from './identifiers.js';
 
 export interface ColumnDefinition {
@@ -108,6 +109,12 @@ export interface TableDefinition {
   indexes: IndexDefinition[];
   constraints: ConstraintDefinition[];
   sequences: OwnedSequence[];
+  /**
+   * Owner, privileges, comments, triggers, row-level security and policies, storage parameters,
+   * replica identity (src/db/attachments.ts). Absent in manifests written before it was captured:
+   * such a table is restored without them, as before.
+   */
+  attachments?: TableAttachments;
 }
 
 export interface UserTable extends QualifiedName {
@@ -392,6 +399,7 @@ export async function describeTable(client: pg.ClientBase, table: QualifiedName)
       indexes: await readIndexes(client, rel.oid),
       constraints: await readConstraints(client, rel.oid),
       sequences: await readSequences(client, rel.oid),
+      attachments: await readAttachments(client, rel.oid),
     };
     return { ...definition, ddl: createTableSql({ ...definition, ddl: '' }, table) };
   });

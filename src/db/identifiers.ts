@@ -10,6 +10,16 @@ export function quoteIdent(name: string): string {
   return pg.Client.prototype.escapeIdentifier(name);
 }
 
+/**
+ * A string literal, as quote_literal writes it: backslashes make it an E'' literal, so it reads
+ * back the same whatever standard_conforming_strings is. For SQL shown to people or run as a
+ * script; values sent by this process go as parameters.
+ */
+export function quoteLiteral(text: string): string {
+  const quoted = `'${text.replaceAll("'", "''")}'`;
+  return text.includes('\\') ? `E${quoted.replaceAll('\\', '\\\\')}` : quoted;
+}
+
 export interface QualifiedName {
   schema: string;
   table: string;

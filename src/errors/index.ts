@@ -121,6 +121,25 @@ export class NotFoundError extends BackstopError {
   }
 }
 
+/**
+ * A restored table's trigger runs a function this database does not have (it lives outside the
+ * table: a snapshot holds the trigger, not the function).
+ */
+export class MissingTriggerFunctionError extends NotFoundError {
+  /** The function, `schema.name()` as regprocedure prints it. */
+  readonly functionName: string;
+  readonly trigger: string;
+
+  constructor(functionName: string, trigger: string, table: string, options: Omit<BackstopErrorOptions, 'hint'> = {}) {
+    super(`trigger "${trigger}" of ${table} runs ${functionName}, which does not exist in this database`, {
+      ...options,
+      hint: `create the function ${functionName} (from the schema's migrations or a pg_dump of the source database) and run the restore again; nothing was restored`,
+    });
+    this.functionName = functionName;
+    this.trigger = trigger;
+  }
+}
+
 /** The operation would overwrite or conflict with something that exists. */
 export class ConflictError extends BackstopError {
   constructor(message: string, options: BackstopErrorOptions = {}) {

@@ -2,12 +2,14 @@
  * What restoring one table does, as SQL, before anything runs: the statements that create the
  * table (without identity, so COPY can keep the captured identity values), the columns COPY
  * writes (generated columns are left out and recomputed), what runs after the load (identity,
- * sequences set past the restored values, indexes and constraints in bulk), the foreign keys and
- * the renames that swap a `--replace` build into place. `--dry-run` prints this plan.
+ * sequences set past the restored values, indexes and constraints in bulk), the foreign keys,
+ * the renames that swap a `--replace` build into place, what is attached to the table
+ * (privileges, comments, triggers, policies…: attach.ts) and its owner. `--dry-run` prints this plan.
  */
 import type pg from 'pg';
 import { createTableSql, identityClause, type ColumnDefinition, type OwnedSequence, type PartitionDefinition, type TableDefinition, tableExists } from '../db/catalog.js';
-import { displayName, quoteIdent, quoteQualified, type QualifiedName } from '../db/identifiers.js';
+import { displayName, quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '../db/identifiers.js';
+import { planAttachments, readAttachContext, requireTriggerFunctions, type AttachPlan, type AttachTargets, type SkippedAttachment } from './attach.js';
 import { renameForTable, type SchemaNames } from './names.js';
 
 export interface SequenceReset {
@@ -27,6 +29,8 @@ export interface PlannedForeignKey {
   referencedColumns: string[];
   /** MATCH, ON UPDATE/DELETE, DEFERRABLE, NOT VALID, as captured. */
   actions: string;
+  /** COMMENT ON the constraint, run with it (a foreign key that does not hold is skipped, and its comment with it). */
+  comment: string | null;
 }
 
 export interface SkippedForeignKey {
@@ -51,6 +55,18 @@ export interface RestorePlan {
   skippedForeignKeys: SkippedForeignKey[];
   /** Renames run after the original is dropped (--replace only). */
   swap: string[];
+  /**
+   * What was attached to the table (privileges relative to the owner, comments, triggers, row-level
+   * security, policies, storage parameters, replica identity: attach.ts), by final names, run by
+   * the table's owner at that moment after the load, the swap and the foreign keys.
+   */
+  attach: string[];
+  /** Attachments not recreated as captured (a grantee role missing here, …), and why. */
+  skippedAttachments: SkippedAttachment[];
+  /** The captured owner, given the table last (ownershipSql); null for manifests that did not capture it. */
+  owner: string | null;
+  /** The partitions under their final names (they are given the table's owner too). */
+  partitionTargets: QualifiedName[];
 }
 
 export interface PlanOptions {
@@ -70,12 +86,8 @@ export interface PlanOptions {
   client: pg.ClientBase;
 }
 
-function literal(text: string): string {
-  return `'${text.replaceAll("'", "''")}'`;
-}
-
 function nextvalDefault(sequence: QualifiedName): string {
-  return `nextval(${literal(quoteQualified(sequence))}::regclass)`;
+  return `nextval(${quoteLiteral(quoteQualified(sequence))}::regclass)`;
 }
 
 function sequenceOptions(sequence: OwnedSequence): string {
@@ -114,11 +126,13 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
   const columns = def.columns.map((column) => ({ ...column }));
   const sequenceResets: SequenceReset[] = [];
   const ownedBy: string[] = [];
+  const finals: AttachTargets = { table: target, indexNames: new Map(), constraintNames: new Map(), sequenceNames: new Map() };
   for (const sequence of def.sequences) {
     const seqName = names(sequence.name, 'SEQUENCE');
     const atBuild = { schema: target.schema, table: seqName.build };
     const column = columns.find((c) => c.name === sequence.column);
     if (!column) continue;
+    finals.sequenceNames.set(sequence.name, { schema: target.schema, table: seqName.final });
     if (sequence.identity) {
       afterLoad.push(`ALTER TABLE ${quoteQualified(build)} ALTER COLUMN ${quoteIdent(column.name)} ADD ${identityClause(column, sequence, atBuild)}`);
     } else {
@@ -142,10 +156,12 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
   }
 
   create.push(createTableSql({ ...def, columns }, build, { identity: false }));
+  const partitionTargets: QualifiedName[] = [];
   const createPartitions = (parent: QualifiedName, partitions: PartitionDefinition[]): void => {
     for (const partition of partitions) {
       const partName = names(partition.table, 'TABLE');
       const atBuild = { schema: target.schema, table: partName.build };
+      partitionTargets.push({ schema: target.schema, table: partName.final });
       const partitionBy = partition.partitionKey ? ` PARTITION BY ${partition.partitionKey}` : '';
       create.push(`CREATE TABLE ${quoteQualified(atBuild)} PARTITION OF ${quoteQualified(parent)} ${partition.bound}${partitionBy}`);
       createPartitions(atBuild, partition.partitions);
@@ -157,13 +173,17 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
   for (const index of def.indexes) {
     if (index.constraintName) continue;
     const indexName = names(index.name, 'INDEX');
+    finals.indexNames.set(index.name, indexName.final);
     afterLoad.push(`CREATE ${index.unique ? 'UNIQUE ' : ''}INDEX ${quoteIdent(indexName.build)} ON ${quoteQualified(build)} USING ${index.usingClause}`);
   }
   const tableConstraints: string[] = [];
   for (const constraint of def.constraints) {
     if (constraint.type === 'f') continue;
     // Index-backed constraints name an index, which must be free in the schema.
-    const name = constraint.type === 'c' ? { build: constraint.name } : names(constraint.name, 'INDEX');
+    const name = constraint.type === 'c' ? { build: constraint.name, final: constraint.name } : names(constraint.name, 'INDEX');
+    finals.constraintNames.set(constraint.name, name.final);
+    // The index of a primary key, unique or exclusion constraint carries the constraint's name.
+    if (constraint.type !== 'c') finals.indexNames.set(constraint.name, name.final);
     tableConstraints.push(`ADD CONSTRAINT ${quoteIdent(name.build)} ${constraint.definition}`);
   }
   // One ALTER TABLE: the checks are validated in a single pass over the table.
@@ -182,8 +202,10 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
       skippedForeignKeys.push({ name: constraint.name, references, reason: `the referenced table ${quoteQualified(references)} does not exist` });
       continue;
     }
-    foreignKeys.push({ name: constraint.name, columns: ref.columns, references, referencedColumns: ref.referencedColumns, actions: ref.actions });
+    const comment = def.attachments?.constraintComments.find((c) => c.name === constraint.name)?.comment ?? null;
+    foreignKeys.push({ name: constraint.name, columns: ref.columns, references, referencedColumns: ref.referencedColumns, actions: ref.actions, comment });
   }
+  const attached = await planTableAttachments(options.client, def, finals);
 
   if (swapping) swap.unshift(`ALTER TABLE ${quoteQualified(build)} RENAME TO ${quoteIdent(target.table)}`);
   return {
@@ -197,7 +219,33 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
     foreignKeys,
     skippedForeignKeys,
     swap,
+    attach: attached.attach,
+    skippedAttachments: attached.skipped,
+    owner: def.attachments?.owner ?? null,
+    partitionTargets,
   };
+}
+
+/** planAttachments with what it needs read from the database; refuses a trigger whose function is missing. */
+async function planTableAttachments(client: pg.ClientBase, def: TableDefinition, targets: AttachTargets): Promise<AttachPlan> {
+  if (!def.attachments) return { attach: [], skipped: [] };
+  await requireTriggerFunctions(client, def.attachments, targets.table);
+  return planAttachments(def.attachments, targets, await readAttachContext(client, def.attachments, targets.table.schema));
+}
+
+/**
+ * The statements that give the restored table (and its partitions) its captured owner, last:
+ * owned sequences follow the table, and PostgreSQL rewrites the restoring role's entries in
+ * every ACL as the new owner's. Empty when the manifest did not capture an owner.
+ */
+export function ownershipSql(plan: RestorePlan): string[] {
+  if (plan.owner === null) return [];
+  return [plan.target, ...plan.partitionTargets].map((table) => `ALTER TABLE ${quoteQualified(table)} OWNER TO ${quoteIdent(plan.owner!)}`);
+}
+
+/** COMMENT ON a restored foreign key, or null when it had none. */
+export function foreignKeyCommentSql(table: QualifiedName, fk: PlannedForeignKey): string | null {
+  return fk.comment === null ? null : `COMMENT ON CONSTRAINT ${quoteIdent(fk.name)} ON ${quoteQualified(table)} IS ${quoteLiteral(fk.comment)}`;
 }
 
 export function foreignKeySql(table: QualifiedName, fk: PlannedForeignKey): string {

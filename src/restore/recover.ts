@@ -122,6 +122,9 @@ export async function recover(options: RecoverOptions): Promise<RecoverResult> {
   for (const skipped of restored.tables[0]!.skippedForeignKeys) {
     options.out.write(`note: foreign key "${skipped.name}" was not restored on ${displayName(recovered)}: ${skipped.reason}\n`);
   }
+  for (const skipped of restored.tables[0]!.skippedAttachments) {
+    options.out.write(`note: not recreated as captured on ${displayName(recovered)}: ${skipped.what}: ${skipped.reason}\n`);
+  }
   options.out.write(`Recovered ${displayName(table)} into ${displayName(recovered)}: ${manifest.row_count} rows, validated. Review, then run the SQL below to copy it back.\n`);
   if (copyBack.changedRows !== null && copyBack.changedRows > 0) {
     options.out.write(

@@ -5,8 +5,9 @@
  * created. Then, in ONE transaction: each table is created from its captured definition (without
  * identity), loaded with COPY, its row count and content hash verified against the manifest
  * (verify-rows.ts), and only then given its identity, sequences, indexes and constraints; `--replace` drops the
- * original and renames the verified build into place; foreign keys come last, once every table
- * of the run exists under its final name. Any failure rolls the whole transaction back: no table
+ * original and renames the verified build into place; foreign keys come once every table of the
+ * run exists under its final name; then what was attached to each table (privileges, comments,
+ * triggers, policies…: attach.ts) and, last, its captured owner. Any failure rolls the whole transaction back: no table
  * is ever left half-restored, and an original is never dropped for a copy that did not verify.
  */
 import { randomBytes } from 'node:crypto';
@@ -24,7 +25,8 @@ import { openParquetCopyReader } from './copy-text.js';
 import { foreignKeyOrder } from './group-order.js';
 import { copyColumnsFor, copyStatement, loadRows } from './load.js';
 import { takenRelationNames, truncateIdentifier } from './names.js';
-import { foreignKeySql, planRestore, sequenceResetSql, type RestorePlan, type SkippedForeignKey } from './plan.js';
+import type { SkippedAttachment } from './attach.js';
+import { foreignKeyCommentSql, foreignKeySql, ownershipSql, planRestore, sequenceResetSql, type RestorePlan, type SkippedForeignKey } from './plan.js';
 import { fetchVerifiedDataFile, type VerifiedDataFile } from './verified-file.js';
 import { verifyRestoredRows, type RowCheck } from './verify-rows.js';
 import { relationExists } from '../db/catalog.js';
@@ -60,6 +62,11 @@ export interface RunOptions {
   onRows?(item: RestoreItem, rows: number): void;
   /** Runs inside the restore's transaction after everything is built and verified, just before COMMIT. */
   beforeCommit?(client: pg.ClientBase, result: RestoreResult): Promise<void>;
+  /**
+   * Give each table its captured owner at the end (default true). A caller that moves the table
+   * elsewhere and transfers it itself passes false: the table stays the restoring role's.
+   */
+  transferOwnership?: boolean;
 }
 
 export interface RestoredTable {
@@ -74,6 +81,8 @@ export interface RestoredTable {
   replaced: boolean;
   /** Foreign keys not restored, and why. */
   skippedForeignKeys: SkippedForeignKey[];
+  /** Privileges, policies, the owner… not recreated as captured (a role missing here), and why. */
+  skippedAttachments: SkippedAttachment[];
   plan: RestorePlan;
   /** The script --dry-run prints (and a real run executes). */
   script: string;
@@ -98,7 +107,10 @@ export function resolveTableName(input: string | QualifiedName, defaultSchema: s
 }
 
 async function ensureSchema(client: pg.ClientBase, schema: string): Promise<void> {
-  await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
+  // CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists: a
+  // role restoring into a schema it was given (not a superuser) may lack it.
+  const { rows } = await client.query<{ exists: boolean }>(`SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1) AS exists`, [schema]);
+  if (!rows[0]!.exists) await client.query(`CREATE SCHEMA ${quoteIdent(schema)}`);
 }
 
 /** Foreign keys on other tables that point at `table`, as schema-qualified definitions. */
@@ -129,7 +141,7 @@ function temporaryBuildName(target: QualifiedName): QualifiedName {
 }
 
 /** The SQL a restore runs for one table, for --dry-run and logs. */
-export function restoreScript(plan: RestorePlan, manifest: Manifest, replaced: boolean): string {
+export function restoreScript(plan: RestorePlan, manifest: Manifest, replaced: boolean, withOwner = true): string {
   const lines: string[] = [];
   const statement = (sql: string) => lines.push(`${sql};`);
   lines.push(`-- restore snapshot ${manifest.snapshot_id} of ${displayName(plan.source)} (${manifest.row_count} rows, captured ${manifest.created_at}) into ${displayName(plan.target)}`);
@@ -145,8 +157,15 @@ export function restoreScript(plan: RestorePlan, manifest: Manifest, replaced: b
     statement(`DROP TABLE ${quoteQualified(plan.target)}`);
     plan.swap.forEach(statement);
   }
-  for (const fk of plan.foreignKeys) statement(foreignKeySql(plan.target, fk));
+  for (const fk of plan.foreignKeys) {
+    statement(foreignKeySql(plan.target, fk));
+    const comment = foreignKeyCommentSql(plan.target, fk);
+    if (comment) statement(comment);
+  }
   for (const skipped of plan.skippedForeignKeys) lines.push(`-- foreign key "${skipped.name}" skipped: ${skipped.reason}`);
+  plan.attach.forEach(statement);
+  if (withOwner) ownershipSql(plan).forEach(statement);
+  for (const skipped of plan.skippedAttachments) lines.push(`-- not recreated: ${skipped.what}: ${skipped.reason}`);
   return `${lines.join('\n')}\n`;
 }
 
@@ -218,7 +237,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         const buildNames = await takenRelationNames(client, target.schema);
         const finalNames = exists ? await takenRelationNames(client, target.schema, target.table) : buildNames;
         const plan = await planRestore({ def: manifest.definition, target, build, buildNames, finalNames, restoredAs, client });
-        const script = restoreScript(plan, manifest, exists);
+        const script = restoreScript(plan, manifest, exists, options.transferOwnership ?? true);
         const result: RestoredTable = {
           snapshotId: manifest.snapshot_id,
           source: plan.source,
@@ -228,6 +247,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
           verifiedBy: null,
           replaced: exists,
           skippedForeignKeys: plan.skippedForeignKeys,
+          skippedAttachments: [...plan.skippedAttachments],
           plan,
           script,
           loadMs: 0,
@@ -289,6 +309,15 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
             }
           }
         }
+        // Last, once the rows are in and every constraint holds: triggers must not fire on the
+        // load, and row-level security must not filter the restore's own reads.
+        const built = restored.filter((_, index) => !ordered[index]!.bare);
+        for (const table of built) {
+          for (const sql of table.plan.attach) await client.query(sql);
+        }
+        if (options.transferOwnership ?? true) {
+          for (const table of built) await transferOwnership(client, table);
+        }
       }
       if (!options.dryRun && options.beforeCommit) await options.beforeCommit(client, { dryRun: false, tables: restored, durationMs: Date.now() - started });
       await client.query(options.dryRun ? 'ROLLBACK' : 'COMMIT');
@@ -304,6 +333,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         }
         logger.info('restored', { snapshot_id: table.snapshotId, table: displayName(table.target), rows: table.rows, replaced: table.replaced });
         for (const skipped of table.skippedForeignKeys) logger.warn(`foreign key "${skipped.name}" was not restored: ${skipped.reason}`, { table: displayName(table.target) });
+        for (const skipped of table.skippedAttachments) logger.warn('not recreated as captured', { table: displayName(table.target), what: skipped.what, reason: skipped.reason });
       }
     }
     return { dryRun: Boolean(options.dryRun), tables: restored, durationMs: Date.now() - started };
@@ -330,11 +360,34 @@ async function swapIn(client: pg.ClientBase, original: ReplacedOriginal, plan: R
   for (const sql of plan.swap) await client.query(sql);
 }
 
-/** Add a foreign key; one that does not hold (missing referenced rows) is reported and skipped. */
+/**
+ * Give the table (and its partitions) the captured owner. A role missing here was reported by
+ * the plan; a restoring role that may not give the table away (not a superuser, nor a member of
+ * the owner) keeps it: both are reported, neither fails the restore.
+ */
+async function transferOwnership(client: pg.ClientBase, table: RestoredTable): Promise<void> {
+  const owner = table.plan.owner;
+  if (owner === null) return;
+  const { rows } = await client.query<{ exists: boolean }>(`SELECT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = $1) AS exists`, [owner]);
+  if (!rows[0]!.exists) return;
+  await client.query('SAVEPOINT backstop_owner');
+  try {
+    for (const sql of ownershipSql(table.plan)) await client.query(sql);
+    await client.query('RELEASE SAVEPOINT backstop_owner');
+  } catch (error) {
+    if ((error as { code?: string }).code !== '42501') throw error;
+    await client.query('ROLLBACK TO SAVEPOINT backstop_owner');
+    table.skippedAttachments.push({ what: `ALTER TABLE ${quoteQualified(table.target)} OWNER TO ${quoteIdent(owner)}`, reason: `${describeError(error)}: the table stays the restoring role's` });
+  }
+}
+
+/** Add a foreign key (and its comment); one that does not hold (missing referenced rows) is reported and skipped. */
 async function addForeignKey(client: pg.ClientBase, table: RestoredTable, name: string, sql: string, logger: Logger): Promise<void> {
   await client.query('SAVEPOINT backstop_fk');
   try {
     await client.query(sql);
+    const comment = foreignKeyCommentSql(table.target, table.plan.foreignKeys.find((f) => f.name === name)!);
+    if (comment) await client.query(comment);
     await client.query('RELEASE SAVEPOINT backstop_fk');
   } catch (error) {
     await client.query('ROLLBACK TO SAVEPOINT backstop_fk');

@@ -100,8 +100,7 @@ export interface StagingPlan {
 
 /** The owner a snapshot captured for its table, when its manifest says (older ones do not). */
 export function capturedOwner(manifest: Manifest): string | null {
-  const attachments = (manifest.definition as { attachments?: { owner?: string | null } }).attachments;
-  return attachments?.owner ?? null;
+  return manifest.definition.attachments?.owner ?? null;
 }
 
 /** What was asked cannot be staged; the reason reaches psql as the undo's error. */
@@ -294,6 +293,8 @@ export async function stageRestore(options: StageOptions, claim: ClaimedRestore)
   const result = await restoreItems(client, options.storage, plan.items, {
     logger,
     progress: false,
+    // The caller's statement gives each table its owner, once it checked it may (_adopt_object).
+    transferOwnership: false,
     onRows: (item, rows) => {
       loadedBefore.set(item, rows);
       report([...loadedBefore.values()].reduce((sum, n) => sum + n, 0));

@@ -50,6 +50,7 @@ function resultJson(result: RestoreResult): unknown {
       replaced: table.replaced,
       load_ms: table.loadMs,
       skipped_foreign_keys: table.skippedForeignKeys.map((fk) => ({ name: fk.name, references: displayName(fk.references), reason: fk.reason })),
+      skipped_attachments: table.skippedAttachments.map((skipped) => ({ what: skipped.what, reason: skipped.reason })),
       ...(result.dryRun ? { script: table.script } : {}),
     })),
   };
@@ -101,6 +102,7 @@ export function registerRestoreCommands(program: Command): void {
           for (const table of result.tables) {
             process.stdout.write(`restored ${displayName(table.target)} from snapshot ${table.snapshotId}: ${table.rows} rows, content hash verified${table.verifiedBy === 'read-back' ? ' (rows read back)' : ''}${table.replaced ? ' (replaced the existing table)' : ''}\n`);
             for (const fk of table.skippedForeignKeys) process.stdout.write(`  foreign key "${fk.name}" not restored: ${fk.reason}\n`);
+            for (const skipped of table.skippedAttachments) process.stdout.write(`  not recreated as captured: ${skipped.what}: ${skipped.reason}\n`);
           }
         }
       } finally {
