@@ -187,14 +187,16 @@ describe('backstop.undo', () => {
     expect((await admin.query(`SELECT r FROM rates WHERE id = 3`)).rows[0].r).toBe(99);
   });
 
-  it('a plain role is refused; a member of backstop_approver may undo', async () => {
-    await admin.query(`CREATE TABLE guarded_t (id int PRIMARY KEY); INSERT INTO guarded_t VALUES (1)`);
-    const requestId = await runApproved('DROP TABLE guarded_t');
+  it('a plain role is refused; an approver may undo only what it could do by hand', async () => {
     // Roles are cluster-wide: named after this test's database.
     const plainRole = `${db.name}_plain`;
     const approverRole = `${db.name}_approver`;
-    await admin.query(`CREATE ROLE ${plainRole} LOGIN; CREATE ROLE ${approverRole} LOGIN IN ROLE backstop_approver;
-                       GRANT CREATE ON SCHEMA public TO ${approverRole}`);
+    const ownerRole = `${db.name}_owner`;
+    await admin.query(`CREATE ROLE ${plainRole} LOGIN; CREATE ROLE ${approverRole} LOGIN IN ROLE backstop_approver; CREATE ROLE ${ownerRole};
+                       GRANT CREATE ON SCHEMA public TO ${approverRole}, ${ownerRole};
+                       CREATE TABLE guarded_t (id int PRIMARY KEY); INSERT INTO guarded_t VALUES (1);
+                       ALTER TABLE guarded_t OWNER TO ${ownerRole}`);
+    const requestId = await runApproved('DROP TABLE guarded_t');
     const plain = new pg.Client({ connectionString: db.urlAs(plainRole) });
     await plain.connect();
     try {
@@ -212,8 +214,20 @@ describe('backstop.undo', () => {
     const approver = new pg.Client({ connectionString: db.urlAs(approverRole) });
     await approver.connect();
     try {
+      // It could not create a table owned by that role by hand: neither may its undo.
+      const notByHand = await settle(approver.query('SELECT backstop.undo($1::bigint)', [requestId]));
+      expect(notByHand.ok).toBe(false);
+      if (!notByHand.ok) {
+        expect(notByHand.error.code).toBe('BS006');
+        expect(notByHand.error.message).toMatch(new RegExp(`may not create table public\\.guarded_t owned by ${ownerRole}`));
+        expect(notByHand.error.hint).toMatch(/nothing was restored/);
+      }
+      expect((await admin.query(`SELECT to_regclass('guarded_t') AS t`)).rows[0].t).toBeNull();
+      await admin.query(`GRANT ${ownerRole} TO ${approverRole}`);
       const { rows: [undo] } = await approver.query('SELECT backstop.undo($1::bigint) AS undo', [requestId]);
       expect(undo.undo).toMatch(/table public\.guarded_t restored/);
+      const { rows: [owner] } = await admin.query(`SELECT pg_get_userbyid(relowner) AS owner FROM pg_class WHERE oid = 'guarded_t'::regclass`);
+      expect(owner.owner).toBe(ownerRole);
     } finally {
       await approver.end();
     }
