@@ -8,6 +8,7 @@
  */
 import type pg from 'pg';
 import { NotFoundError } from '../errors/index.js';
+import { describeSurroundings, type DependentView, type ReferencingKey, type SchemaDefinition, type TypeDefinition } from './dependents.js';
 import { quoteIdent, quoteQualified, type QualifiedName } from './identifiers.js';
 
 export interface ColumnDefinition {
@@ -108,6 +109,19 @@ export interface TableDefinition {
   indexes: IndexDefinition[];
   constraints: ConstraintDefinition[];
   sequences: OwnedSequence[];
+  /*
+   * What a DROP … CASCADE or DROP SCHEMA takes with the table (src/db/dependents.ts), recreated
+   * only when the table is restored under its own schema and name. Absent in manifests written
+   * before they were captured: such snapshots restore the table alone, as they always did.
+   */
+  /** Views and materialized views reading the table, directly or through other views, in creation order. */
+  dependents?: DependentView[];
+  /** Foreign keys of other tables that reference this table. */
+  referencedBy?: ReferencingKey[];
+  /** The table's schema: owner, ACL, comment (so that DROP SCHEMA can be undone). */
+  schemaDefinition?: SchemaDefinition;
+  /** User-defined types of the table's schema its columns need, in creation order. */
+  types?: TypeDefinition[];
 }
 
 export interface UserTable extends QualifiedName {
@@ -391,6 +405,7 @@ export async function describeTable(client: pg.ClientBase, table: QualifiedName)
       indexes: await readIndexes(client, rel.oid),
       constraints: await readConstraints(client, rel.oid),
       sequences: await readSequences(client, rel.oid),
+      ...(await describeSurroundings(client, rel.oid, table)),
     };
     return { ...definition, ddl: createTableSql({ ...definition, ddl: '' }, table) };
   });

@@ -219,7 +219,9 @@ async function tableDefinitions(client: pg.ClientBase, target: CaptureTarget, wa
   } catch (error) {
     if (!(error instanceof NotFoundError)) throw error;
     // The table is gone since its rows were copied: describe it from the copy.
-    const base = { ...rows, schema: target.table.schema, table: target.table.table, ddl: '' };
+    // What surrounds the copy (its schema is Backstop's) says nothing about the dropped table.
+    const { dependents: _dependents, referencedBy: _referencedBy, schemaDefinition: _schema, types: _types, ...copy } = rows;
+    const base = { ...copy, schema: target.table.schema, table: target.table.table, ddl: '' };
     warnings.push(`${displayName(target.table)} no longer exists; its definition was taken from ${displayName(target.readFrom)} (indexes and constraints are not known)`);
     return { definition: { ...base, ddl: createTableSql(base, target.table) }, rows };
   }
