@@ -263,7 +263,9 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         }
 
         const log = logger.child({ snapshot_id: manifest.snapshot_id, table: displayName(target) });
-        for (const sql of plan.prerequisites.statements) await client.query(sql);
+        await keepingSearchPath(client, async () => {
+          for (const sql of plan.prerequisites.statements) await client.query(sql);
+        });
         await ensureSchema(client, target.schema);
         for (const sql of plan.create) await client.query(sql);
         const loadStarted = Date.now();
@@ -392,18 +394,22 @@ async function underSavepoint(client: pg.ClientBase, work: () => Promise<void>):
   }
 }
 
+/** Run statements that set their own search path (captured definitions), then put the transaction's back. */
+async function keepingSearchPath(client: pg.ClientBase, work: () => Promise<void>): Promise<void> {
+  const { rows } = await client.query<{ path: string }>(`SELECT pg_catalog.current_setting('search_path') AS path`);
+  await work();
+  await client.query(`SELECT pg_catalog.set_config('search_path', $1, true)`, [rows[0]!.path]);
+}
+
 /**
  * Create one dependent view in place: its definition replayed under its captured search path,
  * then a check that it reads the very relations it read at capture — a name the path resolved to
  * another relation (one created meanwhile earlier in the path) fails it — then owner and grants.
  */
 async function createDependent(client: pg.ClientBase, planned: PlannedDependent): Promise<void> {
-  const { rows } = await client.query<{ path: string }>(`SELECT pg_catalog.current_setting('search_path') AS path`);
-  try {
+  await keepingSearchPath(client, async () => {
     for (const sql of planned.create) await client.query(sql);
-  } finally {
-    await client.query(`SELECT pg_catalog.set_config('search_path', $1, true)`, [rows[0]!.path]);
-  }
+  });
   const at = { schema: planned.view.schema, table: planned.view.name };
   const reads = await relationsRead(client, at);
   const expected = planned.view.reads.map(displayName);
