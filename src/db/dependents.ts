@@ -193,7 +193,7 @@ interface FoundView {
 /** Views and materialized views that read `oid` (or one of its partitions), directly or through other views. */
 async function findDependentViews(client: pg.ClientBase, oid: number): Promise<FoundView[]> {
   // Only a view's own _RETURN rule makes it a dependent that dies with the table; a rule of any
-  // other kind that mentions the table is dropped alone (and not recreated: see docs/restore.md).
+  // other kind that mentions the table is dropped alone, and not recreated (README, Limitations).
   const { rows } = await client.query<FoundView>(
     `WITH RECURSIVE roots AS (
        SELECT $1::oid AS oid UNION SELECT t.relid FROM pg_catalog.pg_partition_tree($1::oid) AS t

@@ -329,6 +329,29 @@ describe('restoring a dropped table undoes the drop', () => {
     });
   });
 
+  describe('a type that exists', () => {
+    it('is used as it is, and the plan says so when it differs from the snapshot', async () => {
+      const schema = 'typed "ex" ✓';
+      const table = { schema, table: 'moods' };
+      const mood = quoteQualified({ schema, table: 'Mööd' });
+      await client.query(`
+        CREATE SCHEMA ${quoteIdent(schema)};
+        CREATE TYPE ${mood} AS ENUM ('sad', 'ok');
+        CREATE TABLE ${quoteQualified(table)} (m ${mood});
+        INSERT INTO ${quoteQualified(table)} VALUES ('ok');
+      `);
+      const manifest = await capture(table);
+      await withoutGuard(client, () => client.query(`DROP TABLE ${quoteQualified(table)}`));
+      await client.query(`ALTER TYPE ${mood} ADD VALUE 'glad'`);
+
+      const result = await restoreItems(client, storage, [{ manifest, target: table }]);
+      expect(result.tables[0]!.plan.prerequisites.notes).toEqual([`type ${schema}.Mööd exists and differs from the snapshot's (enum (sad, ok, glad) now, enum (sad, ok) then): it is used as it is`]);
+      expect(result.tables[0]!.script).toContain(`-- type ${schema}.Mööd exists and differs`);
+      expect(result.tables[0]!.script).not.toContain('CREATE TYPE');
+      expect(await tableFingerprint(client, table)).toMatchObject({ rows: 1 });
+    });
+  });
+
   describe('restored under another name', () => {
     it('creates no views, types or foreign keys pointing at the copy', async () => {
       const schema = 'copy "test" ✓';
