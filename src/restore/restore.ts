@@ -309,31 +309,8 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
             }
           }
         }
-        for (const table of restored) {
-          for (const { key, statements } of table.plan.referencingKeys) {
-            const failure = await underSavepoint(client, async () => {
-              for (const sql of statements) await client.query(sql);
-            });
-            if (failure) table.notRestored.push({ kind: 'foreign key', name: `${displayName({ schema: key.schema, table: key.table })}.${key.name}`, reason: failure });
-          }
-        }
-        // A view reading one whose name was taken reads the relation that took it; one reading a
-        // view that failed is left out at once rather than failing on a missing relation.
-        const failed = new Set<string>();
-        for (const planned of plannedDependents.views) {
-          const name = displayName({ schema: planned.view.schema, table: planned.view.name });
-          const missing = planned.view.reads.find((read) => failed.has(displayName(read)));
-          const failure = missing
-            ? `it reads ${displayName(missing)}, which was not restored`
-            : await underSavepoint(client, () => createDependent(client, planned));
-          if (failure) {
-            failed.add(name);
-            dependents.notRestored.push({ kind: planned.view.kind, name, reason: failure });
-            logger.debug('dependent skipped', { name, reason: failure });
-          } else {
-            dependents.created.push(name);
-          }
-        }
+        await addReferencingKeys(client, restored);
+        await createDependents(client, plannedDependents.views, dependents, logger);
       }
       await client.query(options.dryRun ? 'ROLLBACK' : 'COMMIT');
     } catch (error) {
@@ -379,6 +356,39 @@ async function swapIn(client: pg.ClientBase, original: ReplacedOriginal, plan: R
     });
   }
   for (const sql of plan.swap) await client.query(sql);
+}
+
+/** Other tables' foreign keys to the tables restored as themselves; one that cannot be added is reported. */
+async function addReferencingKeys(client: pg.ClientBase, restored: RestoredTable[]): Promise<void> {
+  for (const table of restored) {
+    for (const { key, statements } of table.plan.referencingKeys) {
+      const failure = await underSavepoint(client, async () => {
+        for (const sql of statements) await client.query(sql);
+      });
+      if (failure) table.notRestored.push({ kind: 'foreign key', name: `${displayName({ schema: key.schema, table: key.table })}.${key.name}`, reason: failure });
+    }
+  }
+}
+
+/**
+ * The planned dependent views, in order, each under its own savepoint. A view reading one whose
+ * name was taken reads the relation that took it; one reading a view that failed is left out at
+ * once rather than failing on a missing relation.
+ */
+async function createDependents(client: pg.ClientBase, views: PlannedDependent[], outcome: RestoredDependents, logger: Logger): Promise<void> {
+  const failed = new Set<string>();
+  for (const planned of views) {
+    const name = displayName({ schema: planned.view.schema, table: planned.view.name });
+    const missing = planned.view.reads.find((read) => failed.has(displayName(read)));
+    const failure = missing ? `it reads ${displayName(missing)}, which was not restored` : await underSavepoint(client, () => createDependent(client, planned));
+    if (failure) {
+      failed.add(name);
+      outcome.notRestored.push({ kind: planned.view.kind, name, reason: failure });
+      logger.debug('dependent skipped', { name, reason: failure });
+    } else {
+      outcome.created.push(name);
+    }
+  }
 }
 
 /** Run `work` under a savepoint: its error (described) when it failed and was rolled back, else null. */
