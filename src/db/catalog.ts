@@ -9,6 +9,7 @@
 import type pg from 'pg';
 import { NotFoundError } from '../errors/index.js';
 import { readAttachments, type TableAttachments } from './attachments.js';
+import { describeSurroundings, type DependentView, type ReferencingKey, type SchemaDefinition, type TypeDefinition } from './dependents.js';
 import { quoteIdent, quoteQualified, type QualifiedName } from './identifiers.js';
 
 export interface ColumnDefinition {
@@ -115,6 +116,19 @@ export interface TableDefinition {
    * such a table is restored without them, as before.
    */
   attachments?: TableAttachments;
+  /*
+   * What a DROP … CASCADE or DROP SCHEMA takes with the table (src/db/dependents.ts), recreated
+   * only when the table is restored under its own schema and name. Absent in manifests written
+   * before they were captured: such snapshots restore the table alone, as they always did.
+   */
+  /** Views and materialized views reading the table, directly or through other views, in creation order. */
+  dependents?: DependentView[];
+  /** Foreign keys of other tables that reference this table. */
+  referencedBy?: ReferencingKey[];
+  /** The table's schema: owner, ACL, comment (so that DROP SCHEMA can be undone). */
+  schemaDefinition?: SchemaDefinition;
+  /** User-defined types of the table's schema its columns need, in creation order. */
+  types?: TypeDefinition[];
 }
 
 export interface UserTable extends QualifiedName {
@@ -400,6 +414,7 @@ export async function describeTable(client: pg.ClientBase, table: QualifiedName)
       constraints: await readConstraints(client, rel.oid),
       sequences: await readSequences(client, rel.oid),
       attachments: await readAttachments(client, rel.oid),
+      ...(await describeSurroundings(client, rel.oid, table)),
     };
     return { ...definition, ddl: createTableSql({ ...definition, ddl: '' }, table) };
   });

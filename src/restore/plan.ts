@@ -4,13 +4,16 @@
  * writes (generated columns are left out and recomputed), what runs after the load (identity,
  * sequences set past the restored values, indexes and constraints in bulk), the foreign keys,
  * the renames that swap a `--replace` build into place, what is attached to the table
- * (privileges, comments, triggers, policies…: attach.ts) and its owner. `--dry-run` prints this plan.
+ * (privileges, comments, triggers, policies…: attach.ts) and its owner. Restored as itself (an
+ * undo of its drop), a table also gets back its schema and types first and, at the end, the
+ * foreign keys of other tables that referenced it (undo-drop.ts). `--dry-run` prints this plan.
  */
 import type pg from 'pg';
 import { createTableSql, identityClause, type ColumnDefinition, type OwnedSequence, type PartitionDefinition, type TableDefinition, tableExists } from '../db/catalog.js';
 import { displayName, quoteIdent, quoteLiteral, quoteQualified, type QualifiedName } from '../db/identifiers.js';
 import { planAttachments, readAttachContext, requireTriggerFunctions, type AttachPlan, type AttachTargets, type SkippedAttachment } from './attach.js';
 import { renameForTable, type SchemaNames } from './names.js';
+import { newUndoDropRun, planPrerequisites, planReferencingKeys, undoesDrop, type NotRestored, type PlannedPrerequisites, type PlannedReferencingKey, type UndoDropRun } from './undo-drop.js';
 
 export interface SequenceReset {
   sequence: QualifiedName;
@@ -67,6 +70,12 @@ export interface RestorePlan {
   owner: string | null;
   /** The partitions under their final names (they are given the table's owner too). */
   partitionTargets: QualifiedName[];
+  /** Undo of a drop only: the schema and types created before the table (empty otherwise). */
+  prerequisites: PlannedPrerequisites;
+  /** Undo of a drop only: other tables' foreign keys to this one, added after every table's own. */
+  referencingKeys: PlannedReferencingKey[];
+  /** What the restore leaves out, and why (foreign keys of the table itself: skippedForeignKeys). */
+  notRestored: NotRestored[];
 }
 
 export interface PlanOptions {
@@ -84,6 +93,8 @@ export interface PlanOptions {
    */
   restoredAs: Map<string, QualifiedName>;
   client: pg.ClientBase;
+  /** Shared by the tables of one run, so that a schema or type they share is created once. */
+  undoDrop?: UndoDropRun;
 }
 
 function nextvalDefault(sequence: QualifiedName): string {
@@ -208,6 +219,11 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
   const attached = await planTableAttachments(options.client, def, finals);
 
   if (swapping) swap.unshift(`ALTER TABLE ${quoteQualified(build)} RENAME TO ${quoteIdent(target.table)}`);
+
+  const undo = undoesDrop(def, target);
+  const prerequisites = undo ? await planPrerequisites(options.client, def, options.undoDrop ?? newUndoDropRun()) : { statements: [], notes: [], notRestored: [] };
+  // A --replace carries the original's referencing foreign keys over itself (restore.ts).
+  const referencing = undo && !swapping ? await planReferencingKeys(options.client, def, target, new Set(options.restoredAs.keys())) : { keys: [], notRestored: [] };
   return {
     source,
     target,
@@ -223,6 +239,9 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
     skippedAttachments: attached.skipped,
     owner: def.attachments?.owner ?? null,
     partitionTargets,
+    prerequisites,
+    referencingKeys: referencing.keys,
+    notRestored: [...prerequisites.notRestored, ...referencing.notRestored],
   };
 }
 

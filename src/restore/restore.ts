@@ -9,6 +9,12 @@
  * run exists under its final name; then what was attached to each table (privileges, comments,
  * triggers, policies…: attach.ts) and, last, its captured owner. Any failure rolls the whole transaction back: no table
  * is ever left half-restored, and an original is never dropped for a copy that did not verify.
+ *
+ * A table restored under its own name undoes its drop (undo-drop.ts): its schema and types come
+ * back before it, and once every table of the run is in place, the foreign keys of other tables
+ * that referenced it and the views built on it. Each of those is added under a savepoint: one
+ * that cannot be (a referencing table gone, rows that violate a key, a view name taken) is
+ * reported and left out, never the reason the tables are not restored.
  */
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
@@ -30,6 +36,8 @@ import { foreignKeyCommentSql, foreignKeySql, ownershipSql, planRestore, sequenc
 import { fetchVerifiedDataFile, type VerifiedDataFile } from './verified-file.js';
 import { verifyRestoredRows, type RowCheck } from './verify-rows.js';
 import { relationExists } from '../db/catalog.js';
+import { compareNames } from '../db/dependents.js';
+import { newUndoDropRun, planDependents, undoesDrop, type NotRestored, type PlannedDependent } from './undo-drop.js';
 
 export interface RestoreItem {
   manifest: Manifest;
@@ -83,15 +91,27 @@ export interface RestoredTable {
   skippedForeignKeys: SkippedForeignKey[];
   /** Privileges, policies, the owner… not recreated as captured (a role missing here), and why. */
   skippedAttachments: SkippedAttachment[];
+  /** Restored as itself: what of its schema, types and referencing foreign keys was left out, and why. */
+  notRestored: NotRestored[];
   plan: RestorePlan;
   /** The script --dry-run prints (and a real run executes). */
   script: string;
   loadMs: number;
 }
 
+export interface RestoredDependents {
+  /** Views and materialized views recreated (planned, on a dry run), `schema.name`, in creation order. */
+  created: string[];
+  notRestored: NotRestored[];
+  /** The SQL that creates them, for --dry-run ('' when there are none). */
+  script: string;
+}
+
 export interface RestoreResult {
   dryRun: boolean;
   tables: RestoredTable[];
+  /** The views of the tables restored as themselves (see undo-drop.ts). */
+  dependents: RestoredDependents;
   durationMs: number;
 }
 
@@ -146,6 +166,8 @@ export function restoreScript(plan: RestorePlan, manifest: Manifest, replaced: b
   const statement = (sql: string) => lines.push(`${sql};`);
   lines.push(`-- restore snapshot ${manifest.snapshot_id} of ${displayName(plan.source)} (${manifest.row_count} rows, captured ${manifest.created_at}) into ${displayName(plan.target)}`);
   if (replaced) lines.push(`-- ${displayName(plan.target)} exists: the copy is built as ${displayName(plan.build)} and swapped in after verification`);
+  for (const note of plan.prerequisites.notes) lines.push(`-- ${note}`);
+  plan.prerequisites.statements.forEach(statement);
   plan.create.forEach(statement);
   lines.push(`${copyStatement(plan.build, plan.copyColumns, manifest.definition.relkind === 'table')};  -- ${manifest.row_count} rows from the verified data file`);
   lines.push(`-- verify: row count = ${manifest.row_count}, content hash ${manifest.content_hash.algorithm} = ${manifest.content_hash.value}`);
@@ -166,6 +188,19 @@ export function restoreScript(plan: RestorePlan, manifest: Manifest, replaced: b
   plan.attach.forEach(statement);
   if (withOwner) ownershipSql(plan).forEach(statement);
   for (const skipped of plan.skippedAttachments) lines.push(`-- not recreated: ${skipped.what}: ${skipped.reason}`);
+  for (const { statements } of plan.referencingKeys) statements.forEach(statement);
+  for (const skipped of plan.notRestored) if (skipped.kind === 'foreign key') lines.push(`-- foreign key ${skipped.name} not restored: ${skipped.reason}`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** The SQL that recreates the dependent views of a run, for --dry-run and logs. */
+export function dependentsScript(views: PlannedDependent[], notRestored: NotRestored[]): string {
+  if (views.length === 0 && notRestored.length === 0) return '';
+  const lines = ['-- views and materialized views built on the restored tables (each under a savepoint: one that fails is reported and left out)'];
+  for (const skipped of notRestored) lines.push(`-- ${skipped.kind} ${skipped.name} not restored: ${skipped.reason}`);
+  for (const planned of views) {
+    for (const sql of [...planned.create, ...planned.owner, ...planned.grants]) lines.push(`${sql};`);
+  }
   return `${lines.join('\n')}\n`;
 }
 
@@ -220,6 +255,8 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
 
     const restored: RestoredTable[] = [];
     const replacedOriginals: ReplacedOriginal[] = [];
+    const undoDrop = newUndoDropRun();
+    let dependents: RestoredDependents = { created: [], notRestored: [], script: '' };
     await client.query('BEGIN');
     try {
       await setCanonicalSettingsLocal(client);
@@ -236,7 +273,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         const build = exists ? temporaryBuildName(target) : target;
         const buildNames = await takenRelationNames(client, target.schema);
         const finalNames = exists ? await takenRelationNames(client, target.schema, target.table) : buildNames;
-        const plan = await planRestore({ def: manifest.definition, target, build, buildNames, finalNames, restoredAs, client });
+        const plan = await planRestore({ def: manifest.definition, target, build, buildNames, finalNames, restoredAs, client, undoDrop });
         const script = restoreScript(plan, manifest, exists, options.transferOwnership ?? true);
         const result: RestoredTable = {
           snapshotId: manifest.snapshot_id,
@@ -248,6 +285,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
           replaced: exists,
           skippedForeignKeys: plan.skippedForeignKeys,
           skippedAttachments: [...plan.skippedAttachments],
+          notRestored: plan.notRestored,
           plan,
           script,
           loadMs: 0,
@@ -268,6 +306,9 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         }
 
         const log = logger.child({ snapshot_id: manifest.snapshot_id, table: displayName(target) });
+        await keepingSearchPath(client, async () => {
+          for (const sql of plan.prerequisites.statements) await client.query(sql);
+        });
         await ensureSchema(client, target.schema);
         for (const sql of plan.create) await client.query(sql);
         const loadStarted = Date.now();
@@ -290,6 +331,11 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
           await client.query(text, values);
         }
       }
+
+      const undone = ordered.filter((item) => undoesDrop(item.manifest.definition, item.target)).map((item) => item.manifest.definition);
+      const plannedDependents = await planDependents(client, undone);
+      dependents = { created: [], notRestored: plannedDependents.notRestored, script: dependentsScript(plannedDependents.views, plannedDependents.notRestored) };
+      if (options.dryRun) dependents.created = plannedDependents.views.map((planned) => displayName({ schema: planned.view.schema, table: planned.view.name }));
 
       if (!options.dryRun) {
         for (const original of replacedOriginals) await swapIn(client, original, restored.find((r) => r.target === original.table)!.plan);
@@ -318,8 +364,10 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         if (options.transferOwnership ?? true) {
           for (const table of built) await transferOwnership(client, table);
         }
+        await addReferencingKeys(client, restored);
+        await createDependents(client, plannedDependents.views, dependents, logger);
       }
-      if (!options.dryRun && options.beforeCommit) await options.beforeCommit(client, { dryRun: false, tables: restored, durationMs: Date.now() - started });
+      if (!options.dryRun && options.beforeCommit) await options.beforeCommit(client, { dryRun: false, tables: restored, dependents, durationMs: Date.now() - started });
       await client.query(options.dryRun ? 'ROLLBACK' : 'COMMIT');
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {});
@@ -336,7 +384,14 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         for (const skipped of table.skippedAttachments) logger.warn('not recreated as captured', { table: displayName(table.target), what: skipped.what, reason: skipped.reason });
       }
     }
-    return { dryRun: Boolean(options.dryRun), tables: restored, durationMs: Date.now() - started };
+    if (!options.dryRun) {
+      for (const table of restored) {
+        for (const skipped of table.notRestored) logger.warn(`${skipped.kind} ${skipped.name} was not restored: ${skipped.reason}`, { table: displayName(table.target) });
+      }
+      for (const skipped of dependents.notRestored) logger.warn(`${skipped.kind} ${skipped.name} was not restored: ${skipped.reason}`);
+      if (dependents.created.length > 0) logger.info('views restored', { views: dependents.created });
+    }
+    return { dryRun: Boolean(options.dryRun), tables: restored, dependents, durationMs: Date.now() - started };
   } finally {
     await Promise.all(files.map((file) => file.remove()));
   }
@@ -379,6 +434,96 @@ async function transferOwnership(client: pg.ClientBase, table: RestoredTable): P
     await client.query('ROLLBACK TO SAVEPOINT backstop_owner');
     table.skippedAttachments.push({ what: `ALTER TABLE ${quoteQualified(table.target)} OWNER TO ${quoteIdent(owner)}`, reason: `${describeError(error)}: the table stays the restoring role's` });
   }
+}
+
+/** Other tables' foreign keys to the tables restored as themselves; one that cannot be added is reported. */
+async function addReferencingKeys(client: pg.ClientBase, restored: RestoredTable[]): Promise<void> {
+  for (const table of restored) {
+    for (const { key, statements } of table.plan.referencingKeys) {
+      const failure = await underSavepoint(client, async () => {
+        for (const sql of statements) await client.query(sql);
+      });
+      if (failure) table.notRestored.push({ kind: 'foreign key', name: `${displayName({ schema: key.schema, table: key.table })}.${key.name}`, reason: failure });
+    }
+  }
+}
+
+/**
+ * The planned dependent views, in order, each under its own savepoint. A view reading one whose
+ * name was taken reads the relation that took it; one reading a view that failed is left out at
+ * once rather than failing on a missing relation.
+ */
+async function createDependents(client: pg.ClientBase, views: PlannedDependent[], outcome: RestoredDependents, logger: Logger): Promise<void> {
+  const failed = new Set<string>();
+  for (const planned of views) {
+    const name = displayName({ schema: planned.view.schema, table: planned.view.name });
+    const missing = planned.view.reads.find((read) => failed.has(displayName(read)));
+    const failure = missing ? `it reads ${displayName(missing)}, which was not restored` : await underSavepoint(client, () => createDependent(client, planned));
+    if (failure) {
+      failed.add(name);
+      outcome.notRestored.push({ kind: planned.view.kind, name, reason: failure });
+      logger.debug('dependent skipped', { name, reason: failure });
+    } else {
+      outcome.created.push(name);
+    }
+  }
+}
+
+/** Run `work` under a savepoint: its error (described) when it failed and was rolled back, else null. */
+async function underSavepoint(client: pg.ClientBase, work: () => Promise<void>): Promise<string | null> {
+  await client.query('SAVEPOINT backstop_part');
+  try {
+    await work();
+    await client.query('RELEASE SAVEPOINT backstop_part');
+    return null;
+  } catch (error) {
+    await client.query('ROLLBACK TO SAVEPOINT backstop_part');
+    return describeError(error);
+  }
+}
+
+/** Run statements that set their own search path (captured definitions), then put the transaction's back. */
+async function keepingSearchPath(client: pg.ClientBase, work: () => Promise<void>): Promise<void> {
+  const { rows } = await client.query<{ path: string }>(`SELECT pg_catalog.current_setting('search_path') AS path`);
+  await work();
+  await client.query(`SELECT pg_catalog.set_config('search_path', $1, true)`, [rows[0]!.path]);
+}
+
+/**
+ * Create one dependent view in place: its definition replayed under its captured search path,
+ * then a check that it reads the very relations it read at capture — a name the path resolved to
+ * another relation (one created meanwhile earlier in the path) fails it — then owner and grants.
+ */
+async function createDependent(client: pg.ClientBase, planned: PlannedDependent): Promise<void> {
+  await keepingSearchPath(client, async () => {
+    for (const sql of planned.create) await client.query(sql);
+  });
+  const at = { schema: planned.view.schema, table: planned.view.name };
+  const reads = await relationsRead(client, at);
+  const expected = planned.view.reads.map(displayName);
+  if (reads.join('\u0000') !== expected.join('\u0000')) {
+    throw new VerificationError(`${displayName(at)} would read ${reads.join(', ')} instead of ${expected.join(', ')}`, {
+      hint: 'a relation of the same name was created meanwhile earlier in its search path; recreate the view by hand',
+    });
+  }
+  for (const sql of [...planned.owner, ...planned.grants]) await client.query(sql);
+}
+
+/** The relations a view's query reads, `schema.name`, sorted as captured (src/db/dependents.ts). */
+async function relationsRead(client: pg.ClientBase, view: QualifiedName): Promise<string[]> {
+  const { rows } = await client.query<{ schema: string; table: string }>(
+    `SELECT DISTINCT rn.nspname AS schema, rc.relname AS table
+       FROM pg_catalog.pg_class c
+       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+       JOIN pg_catalog.pg_rewrite r ON r.ev_class = c.oid AND r.rulename = '_RETURN'
+       JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
+                                  AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'n' AND d.refobjid <> c.oid
+       JOIN pg_catalog.pg_class rc ON rc.oid = d.refobjid
+       JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
+      WHERE n.nspname = $1 AND c.relname = $2`,
+    [view.schema, view.table],
+  );
+  return rows.map((row) => ({ schema: row.schema, table: row.table })).sort(compareNames).map(displayName);
 }
 
 /** Add a foreign key (and its comment); one that does not hold (missing referenced rows) is reported and skipped. */

@@ -219,8 +219,9 @@ async function tableDefinitions(client: pg.ClientBase, target: CaptureTarget, wa
   } catch (error) {
     if (!(error instanceof NotFoundError)) throw error;
     // The table is gone since its rows were copied: describe it from the copy. What is attached
-    // to the copy (Backstop's owner and privileges) is not the table's: leave it out.
-    const { attachments: _copyAttachments, ...copy } = rows;
+    // to the copy (Backstop's owner and privileges) and what surrounds it (its schema is
+    // Backstop's) say nothing about the dropped table: leave them out.
+    const { attachments: _copyAttachments, dependents: _dependents, referencedBy: _referencedBy, schemaDefinition: _schema, types: _types, ...copy } = rows;
     const base = { ...copy, schema: target.table.schema, table: target.table.table, ddl: '' };
     warnings.push(`${displayName(target.table)} no longer exists; its definition was taken from ${displayName(target.readFrom)} (indexes and constraints are not known)`);
     return { definition: { ...base, ddl: createTableSql(base, target.table) }, rows };

@@ -51,8 +51,14 @@ function resultJson(result: RestoreResult): unknown {
       load_ms: table.loadMs,
       skipped_foreign_keys: table.skippedForeignKeys.map((fk) => ({ name: fk.name, references: displayName(fk.references), reason: fk.reason })),
       skipped_attachments: table.skippedAttachments.map((skipped) => ({ what: skipped.what, reason: skipped.reason })),
+      not_restored: table.notRestored,
       ...(result.dryRun ? { script: table.script } : {}),
     })),
+    views: {
+      created: result.dependents.created,
+      not_restored: result.dependents.notRestored,
+      ...(result.dryRun ? { script: result.dependents.script } : {}),
+    },
   };
 }
 
@@ -97,13 +103,17 @@ export function registerRestoreCommands(program: Command): void {
         if (options.json) {
           process.stdout.write(`${JSON.stringify(resultJson(result), null, 2)}\n`);
         } else if (result.dryRun) {
-          process.stdout.write(`-- dry run: nothing was changed; checksums verified\n${result.tables.map((t) => t.script).join('\n')}`);
+          const scripts = [...result.tables.map((t) => t.script), ...(result.dependents.script ? [result.dependents.script] : [])];
+          process.stdout.write(`-- dry run: nothing was changed; checksums verified\n${scripts.join('\n')}`);
         } else {
           for (const table of result.tables) {
             process.stdout.write(`restored ${displayName(table.target)} from snapshot ${table.snapshotId}: ${table.rows} rows, content hash verified${table.verifiedBy === 'read-back' ? ' (rows read back)' : ''}${table.replaced ? ' (replaced the existing table)' : ''}\n`);
             for (const fk of table.skippedForeignKeys) process.stdout.write(`  foreign key "${fk.name}" not restored: ${fk.reason}\n`);
             for (const skipped of table.skippedAttachments) process.stdout.write(`  not recreated as captured: ${skipped.what}: ${skipped.reason}\n`);
+            for (const skipped of table.notRestored) process.stdout.write(`  ${skipped.kind} ${skipped.name} not restored: ${skipped.reason}\n`);
           }
+          if (result.dependents.created.length > 0) process.stdout.write(`restored views: ${result.dependents.created.join(', ')}\n`);
+          for (const skipped of result.dependents.notRestored) process.stdout.write(`  ${skipped.kind} ${skipped.name} not restored: ${skipped.reason}\n`);
         }
       } finally {
         await client.end().catch(() => {});
