@@ -64,10 +64,13 @@ CREATE TABLE backstop.restore_log (
   started_at     timestamptz,
   staged_at      timestamptz,
   finished_at    timestamptz,
+  -- When the agent dropped the staging schema (failed or abandoned restores).
+  discarded_at   timestamptz,
   CHECK ((kind = 'undo') = (request_id IS NOT NULL)),
   CHECK ((kind = 'restore') = (snapshot_id IS NOT NULL))
 );
 CREATE INDEX restore_log_open_idx ON backstop.restore_log (id) WHERE status IN ('pending', 'staging', 'staged');
+CREATE INDEX restore_log_staging_idx ON backstop.restore_log (staging_schema) WHERE staging_schema IS NOT NULL;
 CREATE INDEX restore_log_request_idx ON backstop.restore_log (request_id) WHERE request_id IS NOT NULL;
 COMMENT ON TABLE backstop.restore_log IS 'Backstop undos and restores asked for from psql (base table); read backstop.restores';
 
@@ -86,11 +89,17 @@ LANGUAGE sql IMMUTABLE STRICT
 SET search_path = pg_catalog, backstop, pg_temp
 AS $$ SELECT 'backstop_restore_' || restore_id $$;
 
--- Is this one of Backstop's staging schemas? Only the agent creates objects there.
+-- Is this schema, now, where a restore is being staged (or was, and is not yet discarded)? Only
+-- the agent creates objects there. Known by the restore log, never by the name alone: a schema
+-- someone else calls backstop_restore_9 is guarded like any other, and a schema an undo of DROP
+-- SCHEMA staged under its own name is an ordinary schema again once the undo is done.
 CREATE FUNCTION backstop._is_staging_schema(schema_name text) RETURNS boolean
-LANGUAGE sql IMMUTABLE STRICT
+LANGUAGE sql STABLE STRICT
 SET search_path = pg_catalog, backstop, pg_temp
-AS $$ SELECT schema_name ~ '^backstop_restore_[0-9]+$' $$;
+AS $$
+  SELECT EXISTS (SELECT FROM backstop.restore_log l
+                  WHERE l.staging_schema = schema_name AND l.status <> 'done' AND l.discarded_at IS NULL)
+$$;
 
 -- Tables staged for a restore are Backstop's own copies of snapshots: no approval to drop them,
 -- no TRUNCATE guard until they are moved into place. Replaces backstop._is_guarded_table (0002).
@@ -431,7 +440,7 @@ DECLARE
   found text;
 BEGIN
   SELECT format('%s %s', CASE c.relkind WHEN 'f' THEN 'foreign table' WHEN 'c' THEN 'composite type' ELSE 'relation' END, c.relname) INTO found
-    FROM pg_class c WHERE c.relnamespace = staging AND c.relkind NOT IN ('r', 'p', 'v', 'm', 'S', 'i', 'I', 't')
+    FROM pg_class c WHERE c.relnamespace = staging AND c.relkind NOT IN ('r', 'p', 'v', 'm', 'S', 'i', 'I', 't', 'c')
    LIMIT 1;
   IF found IS NULL THEN
     SELECT 'function ' || p.proname INTO found FROM pg_proc p WHERE p.pronamespace = staging LIMIT 1;
@@ -491,7 +500,9 @@ BEGIN
   SELECT format('something staged refers to %s, which %s (an agent role) owns',
                 pg_describe_object(o.refclassid, o.refobjid, 0), pg_get_userbyid(o.owner)) INTO found
     FROM owned o
+   -- (A superuser is a member of every role; what it owns is not the agent's doing.)
    WHERE o.owner IS NOT NULL AND pg_has_role(o.owner, 'backstop_agent', 'MEMBER')
+     AND NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = o.owner)
    LIMIT 1;
   RETURN found;
 END
@@ -536,20 +547,23 @@ AS $fn$
           AND has_schema_privilege(session_user, schema_name, 'CREATE'))
 $fn$;
 
--- Re-create a schema a DROP SCHEMA took (item: name, owner, comment, grants[{grantee,
--- privilege, grantable}]), when it does not exist. By hand that needs CREATE on the database and
--- the right to become its owner.
-CREATE FUNCTION backstop._adopt_schema(item jsonb, restore_id bigint) RETURNS text
+-- The schema a DROP SCHEMA took (item: name, owner, comment, acl: the captured entries
+-- [{grantee (null: PUBLIC), privilege, grantable}] or null for the default privileges). The
+-- agent staged the schema's objects in a schema of that very name (so that the types and
+-- defaults naming it resolve); it becomes the schema again here, or is created when it is
+-- missing. By hand that needs CREATE on the database and the right to become its owner.
+CREATE FUNCTION backstop._adopt_schema(item jsonb, restore backstop.restore_log) RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
 DECLARE
   schema_name constant text := item->>'name';
   owner_name text := item->>'owner';
-  grant_item jsonb;
+  staged_here constant boolean := schema_name = restore.staging_schema;
+  entry jsonb;
   note text := '';
 BEGIN
-  IF schema_name IS NULL OR EXISTS (SELECT FROM pg_namespace n WHERE n.nspname = schema_name) THEN
+  IF schema_name IS NULL OR (NOT staged_here AND EXISTS (SELECT FROM pg_namespace n WHERE n.nspname = schema_name)) THEN
     RETURN '';
   END IF;
   IF NOT (backstop._is_superuser() OR has_database_privilege(session_user, current_database(), 'CREATE')) THEN
@@ -563,23 +577,37 @@ BEGIN
     RAISE EXCEPTION 'role % may not create schema % owned by %', session_user, quote_ident(schema_name), owner_name
       USING ERRCODE = 'BS006', HINT = format('GRANT %I TO %I, or ask a superuser to undo it', owner_name, session_user);
   END IF;
-  EXECUTE format('CREATE SCHEMA %I AUTHORIZATION %I', schema_name, owner_name);
-  IF item->>'comment' IS NOT NULL THEN
+  IF staged_here THEN
+    -- What staging allowed (the agent creates, the requester reads) goes with the staging.
+    EXECUTE format('ALTER SCHEMA %I OWNER TO %I', schema_name, owner_name);
+    EXECUTE format('REVOKE ALL ON SCHEMA %I FROM %I', schema_name, restore.agent_role);
+    IF restore.requested_by <> owner_name AND EXISTS (SELECT FROM pg_roles r WHERE r.rolname = restore.requested_by) THEN
+      EXECUTE format('REVOKE ALL ON SCHEMA %I FROM %I', schema_name, restore.requested_by);
+    END IF;
     EXECUTE format('COMMENT ON SCHEMA %I IS %L', schema_name, item->>'comment');
+  ELSE
+    EXECUTE format('CREATE SCHEMA %I AUTHORIZATION %I', schema_name, owner_name);
+    IF item->>'comment' IS NOT NULL THEN
+      EXECUTE format('COMMENT ON SCHEMA %I IS %L', schema_name, item->>'comment');
+    END IF;
   END IF;
-  FOR grant_item IN SELECT * FROM jsonb_array_elements(coalesce(item->'grants', '[]')) LOOP
-    IF upper(grant_item->>'privilege') NOT IN ('USAGE', 'CREATE') THEN
-      CONTINUE;
-    END IF;
-    IF grant_item->>'grantee' <> 'PUBLIC' AND NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = grant_item->>'grantee') THEN
-      note := note || format('; grant of %s to %s skipped: no such role', grant_item->>'privilege', grant_item->>'grantee');
-      CONTINUE;
-    END IF;
-    EXECUTE format('GRANT %s ON SCHEMA %I TO %s%s', upper(grant_item->>'privilege'), schema_name,
-                   CASE WHEN grant_item->>'grantee' = 'PUBLIC' THEN 'PUBLIC' ELSE quote_ident(grant_item->>'grantee') END,
-                   CASE WHEN (grant_item->>'grantable')::boolean THEN ' WITH GRANT OPTION' ELSE '' END);
-  END LOOP;
-  RETURN format('schema %I recreated%s', schema_name, note);
+  IF jsonb_typeof(item->'acl') = 'array' THEN
+    EXECUTE format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', schema_name);
+    EXECUTE format('REVOKE ALL ON SCHEMA %I FROM %I', schema_name, owner_name);
+    FOR entry IN SELECT * FROM jsonb_array_elements(item->'acl') LOOP
+      IF upper(entry->>'privilege') NOT IN ('USAGE', 'CREATE') THEN
+        CONTINUE;
+      END IF;
+      IF entry->>'grantee' IS NOT NULL AND NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = entry->>'grantee') THEN
+        note := note || format('; %s on it not granted to %s: no such role', entry->>'privilege', entry->>'grantee');
+        CONTINUE;
+      END IF;
+      EXECUTE format('GRANT %s ON SCHEMA %I TO %s%s', upper(entry->>'privilege'), schema_name,
+                     coalesce(quote_ident(entry->>'grantee'), 'PUBLIC'),
+                     CASE WHEN (entry->>'grantable')::boolean THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+  END IF;
+  RETURN format('schema %I restored%s', schema_name, note);
 END
 $fn$;
 
@@ -623,6 +651,11 @@ BEGIN
       RAISE EXCEPTION 'the staged % % is missing', kind, staged_name USING ERRCODE = 'BS010';
     END IF;
   END IF;
+  IF schema_name IN ('pg_catalog', 'information_schema', 'pg_toast', 'backstop', 'backstop_images')
+     OR (schema_name <> staging AND backstop._is_staging_schema(schema_name)) THEN
+    RAISE EXCEPTION 'the agent staged % % for schema %, where a restore never puts anything', kind, staged_name, quote_ident(schema_name)
+      USING ERRCODE = 'BS010';
+  END IF;
   IF NOT backstop._may_create_in(schema_name) THEN
     RAISE EXCEPTION 'role % may not create objects in schema %', session_user, quote_ident(schema_name)
       USING ERRCODE = 'BS006',
@@ -641,14 +674,14 @@ BEGIN
     RAISE EXCEPTION 'role % may not own objects in schema % (it lacks CREATE there)', owner_name, quote_ident(schema_name)
       USING ERRCODE = 'BS006', HINT = 'ask a superuser to undo it';
   END IF;
-  final_name := backstop._free_name(schema_name, wanted_name, restore_id);
+  final_name := CASE WHEN schema_name = staging THEN staged_name ELSE backstop._free_name(schema_name, wanted_name, restore_id) END;
   IF final_name <> wanted_name THEN
     note := note || format(' beside the existing %I.%I', schema_name, wanted_name);
   END IF;
   IF final_name <> staged_name THEN
     EXECUTE format('ALTER %s %I.%I RENAME TO %I', keyword, staging, staged_name, final_name);
   END IF;
-  IF relid IS NOT NULL THEN
+  IF relid IS NOT NULL AND schema_name <> staging THEN
     -- Indexes and owned sequences move with the table: their names must be free there too.
     FOR part IN
       SELECT c.relname, c.relkind FROM pg_class c
@@ -663,9 +696,11 @@ BEGIN
                      staging, part.relname, backstop._free_name(schema_name, part.relname, restore_id));
     END LOOP;
   END IF;
-  EXECUTE format('ALTER %s %I.%I SET SCHEMA %I', keyword, staging, final_name, schema_name);
+  IF schema_name <> staging THEN
+    EXECUTE format('ALTER %s %I.%I SET SCHEMA %I', keyword, staging, final_name, schema_name);
+  END IF;
   EXECUTE format('ALTER %s %I.%I OWNER TO %I', keyword, schema_name, final_name, owner_name);
-  IF kind = 'table' THEN
+  IF kind = 'table' AND schema_name <> staging THEN
     PERFORM backstop._attach_truncate_guard(relid);
   END IF;
   placed := format('%I.%I', schema_name, final_name);
@@ -707,7 +742,7 @@ BEGIN
       USING ERRCODE = 'BS010', HINT = 'nothing was changed; check the agent (its role must stage only copies of snapshots)';
   END IF;
   FOR item IN SELECT * FROM jsonb_array_elements(coalesce(restore.staged->'schemas', '[]')) LOOP
-    line := backstop._adopt_schema(item, restore_id);
+    line := backstop._adopt_schema(item, restore);
     IF line <> '' THEN lines := lines || line; END IF;
   END LOOP;
   FOR item IN SELECT * FROM jsonb_array_elements(coalesce(restore.staged->'objects', '[]')) LOOP
@@ -759,15 +794,28 @@ SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
 DECLARE
   restore backstop.restore_log;
+  relid oid;
+  adopted_schema boolean;
 BEGIN
   SELECT * INTO restore FROM backstop.restore_log l WHERE l.id = restore_id FOR UPDATE;
   IF NOT FOUND OR restore.requested_by <> session_user OR restore.status <> 'staged' THEN
     RAISE EXCEPTION 'restore % is not staged for this session', restore_id USING ERRCODE = 'BS006';
   END IF;
+  adopted_schema := EXISTS (SELECT FROM jsonb_array_elements(coalesce(restore.staged->'schemas', '[]')) AS s
+                             WHERE s->>'name' = restore.staging_schema);
+  -- The staging schema holds only the images now (dropped while it is still a staging schema,
+  -- which the guard lets go); an undo of DROP SCHEMA adopted it instead.
+  IF NOT adopted_schema THEN
+    EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', restore.staging_schema);
+  END IF;
   UPDATE backstop.restore_log l SET status = 'done', summary = _finish_restore.summary, finished_at = clock_timestamp()
    WHERE l.id = restore_id;
-  IF backstop._is_staging_schema(restore.staging_schema) THEN
-    EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', restore.staging_schema);
+  -- Done: the adopted schema's tables are ordinary tables now, with the TRUNCATE guard.
+  IF adopted_schema THEN
+    FOR relid IN SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = restore.staging_schema AND c.relkind IN ('r', 'p') LOOP
+      PERFORM backstop._attach_truncate_guard(relid);
+    END LOOP;
   END IF;
   PERFORM backstop._loopback_release();
 END
@@ -861,6 +909,9 @@ BEGIN
     BEGIN
       EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%s) REFERENCES %I.%I (%s)%s',
                      referencing, item->>'name', columns_sql, item->'references'->>'schema', item->'references'->>'name', referenced_sql, actions);
+      IF item->>'comment' IS NOT NULL THEN
+        EXECUTE format('COMMENT ON CONSTRAINT %I ON %s IS %L', item->>'name', referencing, item->>'comment');
+      END IF;
       lines := lines || format('foreign key %I of %s restored', item->>'name', referencing);
     EXCEPTION WHEN OTHERS THEN
       lines := lines || format('foreign key %I of %s not restored: %s', item->>'name', referencing, SQLERRM);
@@ -1141,10 +1192,23 @@ SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
 DECLARE
   restore backstop.restore_log;
-  staging constant text := backstop._staging_schema(restore_id);
+  request backstop.request_log;
+  staging text := backstop._staging_schema(restore_id);
+  dropped_schemas text[];
 BEGIN
   IF NOT backstop._is_agent() THEN
     RAISE EXCEPTION 'only the Backstop agent stages restores' USING ERRCODE = 'BS006';
+  END IF;
+  -- An undo of DROP SCHEMA stages in a schema of that name (free: it was dropped), so that the
+  -- types and defaults that name it resolve; the caller's statement adopts the schema itself.
+  SELECT r.* INTO request FROM backstop.restore_log l JOIN backstop.request_log r ON r.id = l.request_id WHERE l.id = restore_id;
+  IF request.command_tag = 'DROP SCHEMA' THEN
+    dropped_schemas := ARRAY(SELECT DISTINCT (parse_ident(t))[1] FROM unnest(request.targets) AS t);
+    IF cardinality(dropped_schemas) = 1
+       AND NOT EXISTS (SELECT FROM pg_namespace n WHERE n.nspname = dropped_schemas[1])
+       AND dropped_schemas[1] NOT LIKE 'pg\_%' THEN
+      staging := dropped_schemas[1];
+    END IF;
   END IF;
   UPDATE backstop.restore_log l
      SET status = 'staging', agent_id = agent_claim_restore.agent_id, agent_role = session_user,
@@ -1158,7 +1222,9 @@ BEGIN
     RETURN NULL;
   END IF;
   -- A takeover starts from an empty schema (an agent's staging commits all at once or not at all).
-  EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', staging);
+  IF EXISTS (SELECT FROM pg_namespace n WHERE n.nspname = staging) THEN
+    EXECUTE format('DROP SCHEMA %I CASCADE', staging);
+  END IF;
   EXECUTE format('CREATE SCHEMA %I', staging);
   EXECUTE format('COMMENT ON SCHEMA %I IS %L', staging, format('Backstop: %s %s being staged; adopted or dropped when it ends', restore.kind, restore.id));
   EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO %I', staging, session_user);
@@ -1238,7 +1304,7 @@ BEGIN
     SELECT * FROM backstop.restore_log l
      WHERE l.staging_schema IS NOT NULL
        AND EXISTS (SELECT FROM pg_namespace n WHERE n.nspname = l.staging_schema)
-       AND (l.status IN ('failed', 'done') OR l.status = 'staged')
+       AND l.status IN ('failed', 'staged') AND l.discarded_at IS NULL
      ORDER BY l.id
   LOOP
     IF restore.status = 'staged' THEN
@@ -1253,6 +1319,7 @@ BEGIN
     IF backstop._is_staging_schema(restore.staging_schema) THEN
       BEGIN
         EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', restore.staging_schema);
+        UPDATE backstop.restore_log l SET discarded_at = clock_timestamp() WHERE l.id = restore.id;
         discarded := discarded + 1;
       EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'Backstop could not drop the staging schema % of restore %: %', restore.staging_schema, restore.id, SQLERRM;
@@ -1275,7 +1342,7 @@ REVOKE ALL ON FUNCTION backstop._staging_schema(bigint), backstop._is_staging_sc
                        backstop._file_restore(text, bigint, text, text, text), backstop._no_stager_reason(bigint),
                        backstop._fail_restore(bigint, text, text), backstop._await_restore(bigint),
                        backstop._may_become(text), backstop._staging_refusal(oid, text), backstop._free_name(text, text, bigint),
-                       backstop._may_create_in(text), backstop._adopt_schema(jsonb, bigint), backstop._adopt_object(jsonb, text, bigint, OUT text, OUT text),
+                       backstop._may_create_in(text), backstop._adopt_schema(jsonb, backstop.restore_log), backstop._adopt_object(jsonb, text, bigint, OUT text, OUT text),
                        backstop._adopt_staged(bigint), backstop._adopt_image_beside(bigint, text, oid),
                        backstop._finish_restore(bigint, text), backstop._permit_undo_rewrite(bigint, oid, integer),
                        backstop._restore_foreign_keys(jsonb), backstop._matching_key(oid, jsonb),

@@ -95,6 +95,8 @@ export interface PlanOptions {
   client: pg.ClientBase;
   /** Shared by the tables of one run, so that a schema or type they share is created once. */
   undoDrop?: UndoDropRun;
+  /** Plan the schema, types and other tables' foreign keys of a table restored as itself (default true). */
+  surroundings?: boolean;
 }
 
 function nextvalDefault(sequence: QualifiedName): string {
@@ -220,7 +222,7 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
 
   if (swapping) swap.unshift(`ALTER TABLE ${quoteQualified(build)} RENAME TO ${quoteIdent(target.table)}`);
 
-  const undo = undoesDrop(def, target);
+  const undo = (options.surroundings ?? true) && undoesDrop(def, target);
   const prerequisites = undo ? await planPrerequisites(options.client, def, options.undoDrop ?? newUndoDropRun()) : { statements: [], notes: [], notRestored: [] };
   // A --replace carries the original's referencing foreign keys over itself (restore.ts).
   const referencing = undo && !swapping ? await planReferencingKeys(options.client, def, target, new Set(options.restoredAs.keys())) : { keys: [], notRestored: [] };

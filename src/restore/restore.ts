@@ -68,6 +68,14 @@ export interface RunOptions {
   progressStream?: NodeJS.WriteStream;
   /** Rows loaded so far into the table being loaded (running total), besides the progress display. */
   onRows?(item: RestoreItem, rows: number): void;
+  /**
+   * Bring back what a DROP … CASCADE / DROP SCHEMA took with a table restored as itself (its
+   * schema and types, other tables' foreign keys, dependent views: undo-drop.ts). Default true;
+   * the undo's staging does that itself, where the caller's session can adopt it (stage.ts).
+   */
+  surroundings?: boolean;
+  /** Runs inside the restore's transaction, right after BEGIN, before any table is created. */
+  prepare?(client: pg.ClientBase): Promise<void>;
   /** Runs inside the restore's transaction after everything is built and verified, just before COMMIT. */
   beforeCommit?(client: pg.ClientBase, result: RestoreResult): Promise<void>;
   /**
@@ -261,6 +269,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
     try {
       await setCanonicalSettingsLocal(client);
       await client.query(`SELECT pg_catalog.set_config('statement_timeout', '0', true)`);
+      if (!options.dryRun && options.prepare) await options.prepare(client);
       for (const [index, item] of ordered.entries()) {
         const { manifest, target } = item;
         const file = files[index]!;
@@ -273,7 +282,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         const build = exists ? temporaryBuildName(target) : target;
         const buildNames = await takenRelationNames(client, target.schema);
         const finalNames = exists ? await takenRelationNames(client, target.schema, target.table) : buildNames;
-        const plan = await planRestore({ def: manifest.definition, target, build, buildNames, finalNames, restoredAs, client, undoDrop });
+        const plan = await planRestore({ def: manifest.definition, target, build, buildNames, finalNames, restoredAs, client, undoDrop, surroundings: options.surroundings ?? true });
         const script = restoreScript(plan, manifest, exists, options.transferOwnership ?? true);
         const result: RestoredTable = {
           snapshotId: manifest.snapshot_id,
@@ -332,7 +341,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         }
       }
 
-      const undone = ordered.filter((item) => undoesDrop(item.manifest.definition, item.target)).map((item) => item.manifest.definition);
+      const undone = ordered.filter((item) => (options.surroundings ?? true) && undoesDrop(item.manifest.definition, item.target)).map((item) => item.manifest.definition);
       const plannedDependents = await planDependents(client, undone);
       dependents = { created: [], notRestored: plannedDependents.notRestored, script: dependentsScript(plannedDependents.views, plannedDependents.notRestored) };
       if (options.dryRun) dependents.created = plannedDependents.views.map((planned) => displayName({ schema: planned.view.schema, table: planned.view.name }));

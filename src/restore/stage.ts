@@ -20,6 +20,9 @@ import type { Logger } from '../log/logger.js';
 import { findManifest } from '../snapshot/list.js';
 import type { Manifest } from '../snapshot/manifest.js';
 import type { Storage } from '../storage/storage.js';
+import type { Acl, DependentView, TypeDefinition } from '../db/dependents.js';
+import { dependentOrder } from '../db/dependents.js';
+import { dependentCreateSql, dependentGrantSql, typeCreateSql, typeGrantSql, typeNotRecreatable } from './dependents-sql.js';
 import { restoreItems, type RestoreItem } from './restore.js';
 
 /** What backstop.agent_claim_restore hands the agent. */
@@ -87,13 +90,17 @@ export interface StagedForeignKey {
   references: { schema: string; name: string };
   referenced_columns: string[];
   actions: string;
+  comment?: string | null;
 }
 
 export interface StagingPlan {
   items: RestoreItem[];
+  /** Types a DROP SCHEMA took (created before the tables), and views a CASCADE took (after). */
+  types: TypeDefinition[];
+  views: DependentView[];
   objects: StagedObject[];
   images: StagedImage[];
-  schemas: Array<{ name: string; owner: string | null; comment: string | null; grants: Array<{ grantee: string; privilege: string; grantable: boolean }> }>;
+  schemas: Array<{ name: string; owner: string | null; comment: string | null; acl: Acl }>;
   foreignKeys: StagedForeignKey[];
   notes: string[];
 }
@@ -115,13 +122,52 @@ function sameName(a: QualifiedName, b: QualifiedName): boolean {
 }
 
 /**
+ * What a DROP … CASCADE / DROP SCHEMA took with the tables, from their manifests: the views on
+ * them (once each, in creation order), other tables' foreign keys to them (re-added by the
+ * caller: the agent has no right to alter those tables), and for a DROP SCHEMA the schema itself
+ * and the types of it the tables need. Older manifests carry none of it.
+ */
+function planDroppedSurroundings(plan: StagingPlan, manifests: Manifest[], dropSchema: boolean, stagingName: (wanted: string) => string): void {
+  const key = (schema: string, name: string) => `${schema}\u0000${name}`;
+  const restored = new Set(manifests.map((m) => key(m.schema, m.table)));
+  const views = new Map<string, DependentView>();
+  const types = new Map<string, TypeDefinition>();
+  for (const manifest of manifests) {
+    const def = manifest.definition;
+    for (const view of def.dependents ?? []) views.set(key(view.schema, view.name), view);
+    for (const fk of def.referencedBy ?? []) {
+      if (restored.has(key(fk.schema, fk.table))) continue;  // restored in the same run: restoreItems re-adds it
+      plan.foreignKeys.push({
+        table: { schema: fk.schema, name: fk.table }, name: fk.name, columns: fk.columns,
+        references: { schema: def.schema, name: def.table }, referenced_columns: fk.referencedColumns, actions: fk.actions, comment: fk.comment,
+      });
+    }
+    if (!dropSchema) continue;
+    for (const type of def.types ?? []) {
+      const reason = typeNotRecreatable(type);
+      if (reason) plan.notes.push(`type ${displayName({ schema: type.schema, table: type.name })} not restored: ${reason}`);
+      else types.set(key(type.schema, type.name), type);
+    }
+    const schema = def.schemaDefinition;
+    if (schema && !plan.schemas.some((s) => s.name === schema.name)) {
+      plan.schemas.push({ name: schema.name, owner: schema.owner, comment: schema.comment, acl: schema.acl });
+    }
+  }
+  plan.views = dependentOrder([...views.values()]);
+  plan.types = [...types.values()];
+  for (const type of plan.types) {
+    plan.objects.push({ kind: 'type', staged: stagingName(type.name), schema: type.schema, name: type.name, owner: type.owner });
+  }
+}
+
+/**
  * What to stage for a claimed restore, given the manifests of its snapshots and the tables it
  * touches as they are now. Tables keep their own names in the staging schema (two of the same
  * name from different schemas get a suffix there and are renamed back on adoption).
  */
 export function planStaging(claim: ClaimedRestore, manifests: Manifest[], live: LiveTable[]): StagingPlan {
   const staging = claim.restore.staging_schema;
-  const plan: StagingPlan = { items: [], objects: [], images: [], schemas: [], foreignKeys: [], notes: [] };
+  const plan: StagingPlan = { items: [], types: [], views: [], objects: [], images: [], schemas: [], foreignKeys: [], notes: [] };
   const stagedNames = new Set<string>();
   const stagingName = (wanted: string): string => {
     let name = wanted;
@@ -152,7 +198,11 @@ export function planStaging(claim: ClaimedRestore, manifests: Manifest[], live: 
   const request = claim.request;
   if (!request) throw new StagingRefusal(`restore ${claim.restore.id} names no request`);
   if (request.command_tag === 'DROP TABLE' || request.command_tag === 'DROP SCHEMA') {
+    planDroppedSurroundings(plan, manifests, request.command_tag === 'DROP SCHEMA', stagingName);
     for (const manifest of manifests) stageTable(manifest, { schema: manifest.schema, table: manifest.table }, false);
+    for (const view of plan.views) {
+      plan.objects.push({ kind: view.kind, staged: stagingName(view.name), schema: view.schema, name: view.name, owner: view.owner });
+    }
     return plan;
   }
 
@@ -290,11 +340,26 @@ export async function stageRestore(options: StageOptions, claim: ClaimedRestore)
       .catch((error: unknown) => logger.debug('restore progress not recorded', { restore_id: restoreId, error: describeError(error) }));
   });
   let verifiedBy = 'content hash';
+  const staging = claim.restore.staging_schema;
+  const placement = { schema: staging, readFirst: staging };
   const result = await restoreItems(client, options.storage, plan.items, {
     logger,
     progress: false,
-    // The caller's statement gives each table its owner, once it checked it may (_adopt_object).
+    // The caller's statement gives each object its owner, once it checked it may (_adopt_object),
+    // and brings back the surroundings staged here (types, views, other tables' foreign keys).
     transferOwnership: false,
+    surroundings: false,
+    prepare: async (tx) => {
+      const agentRole = await currentRole(tx);
+      await keepingSearchPath(tx, async () => {
+        for (const type of plan.types) {
+          const staged = stagedName(plan, 'type', type.schema, type.name);
+          for (const sql of typeCreateSql({ ...type, name: staged }, placement)) await tx.query(sql);
+          const at = { schema: staging, table: staged };
+          for (const sql of typeGrantSql({ ...type, owner: agentRole, acl: ownedBy(type.acl, type.owner, agentRole) }, at)) await tx.query(sql);
+        }
+      });
+    },
     onRows: (item, rows) => {
       loadedBefore.set(item, rows);
       report([...loadedBefore.values()].reduce((sum, n) => sum + n, 0));
@@ -320,6 +385,16 @@ export async function stageRestore(options: StageOptions, claim: ClaimedRestore)
           });
         }
       }
+      const agentRole = await currentRole(tx);
+      await keepingSearchPath(tx, async () => {
+        for (const view of plan.views) {
+          const staged = stagedName(plan, view.kind, view.schema, view.name);
+          for (const sql of dependentCreateSql({ ...view, name: staged }, placement)) await tx.query(sql);
+          const at = { schema: staging, table: staged };
+          const asAgent = { ...view, owner: agentRole, acl: ownedBy(view.acl, view.owner, agentRole), columns: view.columns.map((c) => ({ ...c, acl: ownedBy(c.acl, view.owner, agentRole) })) };
+          for (const sql of dependentGrantSql(asAgent, at)) await tx.query(sql);
+        }
+      });
       for (const image of plan.images) {
         await tx.query(`GRANT SELECT ON ${quoteQualified({ schema: claim.restore.staging_schema, table: image.image })} TO ${quoteIdent(claim.restore.requested_by)}`);
       }
@@ -330,4 +405,30 @@ export async function stageRestore(options: StageOptions, claim: ClaimedRestore)
   });
   logger.info('restore staged', { event: 'restore.staged', restore_id: restoreId, tables: result.tables.length, rows: totalRows, ms: result.durationMs });
   return { rows: totalRows, verifiedBy, plan };
+}
+
+/** The name an object of the plan has in the staging schema. */
+function stagedName(plan: StagingPlan, kind: StagedObject['kind'], schema: string, name: string): string {
+  return plan.objects.find((o) => o.kind === kind && o.schema === schema && o.name === name)?.staged ?? name;
+}
+
+async function currentRole(client: pg.ClientBase): Promise<string> {
+  const { rows } = await client.query<{ role: string }>('SELECT current_user AS role');
+  return rows[0]!.role;
+}
+
+/**
+ * The captured ACL as the agent's role must grant it while it owns the staged object: the
+ * captured owner's own entries become the agent role's, which the owner change on adoption turns
+ * back into the owner's (PostgreSQL rewrites the old owner's entries to the new owner).
+ */
+function ownedBy(acl: Acl, capturedOwner: string, role: string): Acl {
+  return acl === null ? null : acl.map((entry) => ({ ...entry, grantee: entry.grantee === capturedOwner ? role : entry.grantee, grantor: entry.grantor === capturedOwner ? role : entry.grantor }));
+}
+
+/** Run statements that set their own search path (captured definitions), then put the transaction's back. */
+async function keepingSearchPath(client: pg.ClientBase, work: () => Promise<void>): Promise<void> {
+  const { rows } = await client.query<{ path: string }>(`SELECT pg_catalog.current_setting('search_path') AS path`);
+  await work();
+  await client.query(`SELECT pg_catalog.set_config('search_path', $1, true)`, [rows[0]!.path]);
 }
