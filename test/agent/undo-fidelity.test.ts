@@ -54,7 +54,10 @@ describe('backstop.undo brings back what pg_dump -s showed', () => {
     folder = await tempDir('backstop-undo-fidelity-');
     db = await createTestDatabase();
     admin = await db.client();
-    agent = await startAgent({ db: db.url, storage: folder, args: ['--interval', '1h'] });
+    // The agent as it runs in production: a plain login role in backstop_agent (BYPASSRLS: the
+    // table uses row-level security), never a superuser.
+    const agentRole = await role('agent', 'LOGIN BYPASSRLS IN ROLE backstop_agent');
+    agent = await startAgent({ db: db.urlAs(agentRole), storage: folder, args: ['--interval', '1h'] });
   });
   afterAll(async () => {
     await agent?.stop('SIGKILL');
