@@ -15,6 +15,7 @@ const COMMAND_MODULES: Array<{ names: string[]; load: () => Promise<Register> }>
   { names: ['restore', 'recover'], load: async () => (await import('./commands/restore.js')).registerRestoreCommands },
   { names: ['snapshot', 'snapshots', 'verify', 'prune'], load: async () => (await import('./commands/snapshot.js')).registerSnapshotCommands },
   { names: ['doctor'], load: async () => (await import('./commands/doctor.js')).registerDoctorCommand },
+  { names: ['undo'], load: async () => (await import('./commands/undo.js')).registerUndoCommand },
 ];
 
 const program = createProgram();

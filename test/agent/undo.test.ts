@@ -4,14 +4,23 @@
  * content hash of the rows equal to the before-image's, or puts the image beside the table
  * when putting it back would overwrite rows written since. Failures leave nothing behind.
  */
+import { execFile } from 'node:child_process';
 import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { contentHash } from '../../src/snapshot/content-hash.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { startAgent, tempDir, waitUntil, type AgentProcess } from '../support/agent-process.js';
+import { BACKSTOP_BIN, startAgent, tempDir, waitUntil, type AgentProcess } from '../support/agent-process.js';
 import { settle, waitForRequest, waitForStatus } from './requests.js';
+
+/** The built CLI (bin/backstop.js), as an operator runs it. */
+function backstopCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BACKSTOP_BIN, ...args], { env: { ...process.env, BACKSTOP_LOG_LEVEL: 'warn' } },
+      (error, stdout, stderr) => resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr }));
+  });
+}
 
 describe('backstop.undo', () => {
   let db: TestDatabase;
@@ -265,5 +274,25 @@ describe('backstop.undo', () => {
     await waitUntil(async () => ((await stagingSchemas()).length === 0 ? true : undefined), 60_000, 'the staging schema to be discarded');
     const { rows: [again] } = await admin.query('SELECT backstop.undo($1::bigint) AS undo', [requestId]);
     expect(again.undo).toMatch(/table public\.rolled restored/);
+  });
+
+  it('backstop undo 42 (the CLI) runs the same undo and prints the same summary and notices', async () => {
+    await admin.query(`CREATE TABLE by_cli (id int PRIMARY KEY, v text); INSERT INTO by_cli SELECT i, 'v' || i FROM generate_series(1, 1200) AS i`);
+    const before = await contentHash(admin, { schema: 'public', table: 'by_cli' });
+    const requestId = await runApproved('DROP TABLE by_cli');
+    const run = await backstopCli(['undo', requestId, '--db', db.url]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(new RegExp(`^Backstop undo \\d+ done: table public\\.by_cli restored`));
+    expect(run.stderr).toMatch(/NOTICE: {2}Backstop undo \d+: 1200 rows loaded and verified/);
+    expect(await contentHash(admin, { schema: 'public', table: 'by_cli' })).toEqual(before);
+
+    const again = await backstopCli(['undo', requestId, '--db', db.url]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(new RegExp(`^error: Backstop cannot undo request ${requestId}: request ${requestId} is already undone by undo \\d+\n`));
+    expect(again.stderr).toMatch(/\nhint: .*backstop\.restores/);
+
+    const bad = await backstopCli(['undo', 'forty-two', '--db', db.url]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^error: "forty-two" is not a request id\nhint: /);
   });
 });
