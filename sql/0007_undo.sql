@@ -1,7 +1,7 @@
 -- Backstop 0007: undo and restore from psql.
 --
 --   SELECT backstop.undo(42);                               -- reverse what request 42 destroyed
---   SELECT backstop.restore('<snapshot id>', into => 'x');  -- restore any verified snapshot
+--   SELECT backstop.restore('<snapshot id>', 'x');          -- restore any verified snapshot
 --   SELECT * FROM backstop.restores;                        -- every undo and restore
 --
 -- Stage as the agent, adopt as the caller. The agent (a plain role that may read storage) builds
@@ -984,7 +984,7 @@ BEGIN
   target := relid::regclass::text;
   IF to_regclass(target) IS NULL OR NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = relid) THEN
     RAISE EXCEPTION 'the table of request % (oid %) no longer exists', (SELECT l.request_id FROM backstop.restore_log l WHERE l.id = restore_id), relid
-      USING ERRCODE = 'BS006', HINT = 'restore its before-image under another name: SELECT backstop.restore(''<snapshot id>'', into => ''name'');';
+      USING ERRCODE = 'BS006', HINT = 'restore its before-image under another name: SELECT backstop.restore(''<snapshot id>'', ''name'');';
   END IF;
   IF kind = 'truncate' THEN
     EXECUTE format('SELECT count(*) FROM (SELECT FROM %s LIMIT 1) AS t', target) INTO written_since;
@@ -1147,8 +1147,9 @@ END
 $fn$;
 COMMENT ON FUNCTION backstop.undo(bigint) IS 'Reverse what an approved request destroyed (superusers and backstop_approver); see backstop.restores';
 
--- SELECT backstop.restore('<snapshot id>', into => 'name'); — restore a verified snapshot (under
--- its own name, or `into`: an unqualified name lands in the snapshot's schema), from psql.
+-- SELECT backstop.restore('<snapshot id>', 'name'); — restore a verified snapshot (under its own
+-- name, or `into`: an unqualified name lands in the snapshot's schema), from psql. INTO is a
+-- reserved word, so by name the parameter is written "into" => 'name'.
 CREATE FUNCTION backstop.restore(snapshot_id text, "into" text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1162,11 +1163,11 @@ BEGIN
     BEGIN
       parts := parse_ident("into");
     EXCEPTION WHEN OTHERS THEN
-      RAISE EXCEPTION 'into => % is not a table name: %', quote_literal("into"), SQLERRM
-        USING ERRCODE = 'BS006', HINT = 'write it as in SQL: into => ''people_restored'' or into => ''"My Schema"."People"''';
+      RAISE EXCEPTION '% is not a table name: %', quote_literal("into"), SQLERRM
+        USING ERRCODE = 'BS006', HINT = 'write it as in SQL: ''people_restored'' or ''"My Schema"."People"''';
     END;
     IF cardinality(parts) NOT IN (1, 2) THEN
-      RAISE EXCEPTION 'into => % is not a table name', quote_literal("into")
+      RAISE EXCEPTION '% is not a table name', quote_literal("into")
         USING ERRCODE = 'BS006', HINT = 'schema.table or table';
     END IF;
     IF cardinality(parts) = 1 THEN

@@ -1,6 +1,6 @@
 /**
  * Staging an undo or a restore asked for from psql (sql/0007_undo.sql: `backstop.undo(42)`,
- * `backstop.restore('<snapshot id>', into => 'x')`).
+ * `backstop.restore('<snapshot id>', 'x')`).
  *
  * The agent builds, in the private schema backstop_restore_<id> and in ONE transaction, what the
  * caller's statement will then adopt: the tables of the before-images (or of the snapshot) with
@@ -243,7 +243,7 @@ export function planStaging(claim: ClaimedRestore, manifests: Manifest[], live: 
     const column = manifest.definition.columns.find((c) => c.attnum === item.attnum);
     if (!column) {
       throw new StagingRefusal(`the before-image of ${displayName({ schema: manifest.schema, table: manifest.table })} has no column number ${item.attnum}`, {
-        hint: 'restore the before-image under another name instead: SELECT backstop.restore(\'<snapshot id>\', into => \'name\');',
+        hint: 'restore the before-image under another name instead: SELECT backstop.restore(\'<snapshot id>\', \'name\');',
       });
     }
     const keyInImage = (table?.key ?? []).every((name) => manifest.definition.columns.some((c) => c.name === name));

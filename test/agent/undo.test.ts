@@ -295,4 +295,32 @@ describe('backstop.undo', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/^error: "forty-two" is not a request id\nhint: /);
   });
+
+  it('backstop.restore(snapshot, name) restores any verified snapshot from psql, beside what exists', async () => {
+    await admin.query(`CREATE TABLE "Price List" (id int PRIMARY KEY, price numeric(8,2)); INSERT INTO "Price List" SELECT i, i * 2.5 FROM generate_series(1, 400) AS i`);
+    const before = await contentHash(admin, { schema: 'public', table: 'Price List' });
+    const requestId = await runApproved('DROP TABLE "Price List"');
+    const { rows: [snapshot] } = await admin.query(`SELECT snapshot_ids[1] AS id FROM backstop.requests WHERE id = $1::bigint`, [requestId]);
+    // The name is read as SQL reads it: a name with spaces is double-quoted.
+    const unquoted = await settle(admin.query(`SELECT backstop.restore($1, 'Price List (copy)')`, [snapshot.id]));
+    expect(unquoted.ok).toBe(false);
+    if (!unquoted.ok) expect(unquoted.error.code).toBe('BS006');
+    const { rows: [restored] } = await admin.query(`SELECT backstop.restore($1, '"Price List (copy)"') AS summary`, [snapshot.id]);
+    expect(restored.summary).toMatch(/^Backstop restore \d+ done: table public\."Price List \(copy\)" restored/);
+    expect(await contentHash(admin, { schema: 'public', table: 'Price List (copy)' })).toEqual(before);
+    // Under a name that exists: beside it, never over it.
+    const { rows: [beside] } = await admin.query(`SELECT backstop.restore($1, "into" => '"Price List (copy)"') AS summary`, [snapshot.id]);
+    expect(beside.summary).toMatch(/"Price List \(copy\)_undo\d+" restored.* beside the existing public\."Price List \(copy\)"/);
+    const missing = await settle(admin.query(`SELECT backstop.restore('no-such-snapshot')`));
+    expect(missing.ok).toBe(false);
+    if (!missing.ok) {
+      expect(missing.error.code).toBe('BS006');
+      expect(missing.error.hint).toMatch(/backstop\.snapshots/);
+    }
+    const { rows: logged } = await admin.query(`SELECT kind, snapshot_id, status, rows FROM backstop.restores WHERE snapshot_id = $1 ORDER BY id`, [snapshot.id]);
+    expect(logged).toEqual([
+      { kind: 'restore', snapshot_id: snapshot.id, status: 'done', rows: '400' },
+      { kind: 'restore', snapshot_id: snapshot.id, status: 'done', rows: '400' },
+    ]);
+  });
 });
