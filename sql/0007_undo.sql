@@ -547,6 +547,30 @@ AS $fn$
           AND has_schema_privilege(session_user, schema_name, 'CREATE'))
 $fn$;
 
+-- Who will own what an undo puts back (`what`, for messages): the captured owner when session_user
+-- may become it by hand; session_user when that role is gone (or when `optional`, when it may
+-- not), with a note saying so; otherwise refused (BS006).
+CREATE FUNCTION backstop._owner_for(captured text, what text, optional boolean, OUT owner text, OUT note text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+BEGIN
+  note := '';
+  IF captured IS NULL OR NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = captured) THEN
+    owner := session_user;
+    note := format(' (its owner %s no longer exists: owned by %s)', coalesce(captured, '?'), session_user);
+  ELSIF backstop._may_become(captured) THEN
+    owner := captured;
+  ELSIF optional THEN
+    owner := session_user;
+    note := format(' (owned by %s: it may not become %s)', session_user, captured);
+  ELSE
+    RAISE EXCEPTION 'role % may not create % owned by %', session_user, what, captured
+      USING ERRCODE = 'BS006', HINT = format('GRANT %I TO %I, or ask a superuser to undo it', captured, session_user);
+  END IF;
+END
+$fn$;
+
 -- The schema a DROP SCHEMA took (item: name, owner, comment, acl: the captured entries
 -- [{grantee (null: PUBLIC), privilege, grantable}] or null for the default privileges). The
 -- agent staged the schema's objects in a schema of that very name (so that the types and
@@ -570,13 +594,8 @@ BEGIN
     RAISE EXCEPTION 'role % may not create schema % in this database', session_user, quote_ident(schema_name)
       USING ERRCODE = 'BS006', HINT = 'GRANT CREATE ON DATABASE ... TO ' || quote_ident(session_user) || ', or ask a superuser to undo it';
   END IF;
-  IF owner_name IS NULL OR NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = owner_name) THEN
-    note := format(' (its owner %s no longer exists: owned by %s)', coalesce(owner_name, '?'), session_user);
-    owner_name := session_user;
-  ELSIF NOT backstop._may_become(owner_name) THEN
-    RAISE EXCEPTION 'role % may not create schema % owned by %', session_user, quote_ident(schema_name), owner_name
-      USING ERRCODE = 'BS006', HINT = format('GRANT %I TO %I, or ask a superuser to undo it', owner_name, session_user);
-  END IF;
+  SELECT o.owner, o.note INTO owner_name, note
+    FROM backstop._owner_for(owner_name, format('schema %I', schema_name), false) AS o;
   IF staged_here THEN
     -- What staging allowed (the agent creates, the requester reads) goes with the staging.
     EXECUTE format('ALTER SCHEMA %I OWNER TO %I', schema_name, owner_name);
@@ -661,16 +680,9 @@ BEGIN
       USING ERRCODE = 'BS006',
             HINT = format('GRANT CREATE ON SCHEMA %I TO %I, or ask a superuser to undo it', schema_name, session_user);
   END IF;
-  IF owner_name IS NULL OR NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = owner_name) THEN
-    note := format(' (its owner %s no longer exists: owned by %s)', coalesce(owner_name, '?'), session_user);
-    owner_name := session_user;
-  ELSIF NOT backstop._may_become(owner_name) AND coalesce((item->>'owner_optional')::boolean, false) THEN
-    note := format(' (owned by %s: it may not become %s)', session_user, owner_name);
-    owner_name := session_user;
-  ELSIF NOT backstop._may_become(owner_name) THEN
-    RAISE EXCEPTION 'role % may not create % %.% owned by %', session_user, kind, quote_ident(schema_name), quote_ident(wanted_name), owner_name
-      USING ERRCODE = 'BS006', HINT = format('GRANT %I TO %I, or ask a superuser to undo it', owner_name, session_user);
-  ELSIF NOT backstop._is_superuser() AND NOT has_schema_privilege(owner_name, schema_name, 'CREATE') THEN
+  SELECT o.owner, o.note INTO owner_name, note
+    FROM backstop._owner_for(owner_name, format('%s %I.%I', kind, schema_name, wanted_name), coalesce((item->>'owner_optional')::boolean, false)) AS o;
+  IF NOT backstop._is_superuser() AND NOT has_schema_privilege(owner_name, schema_name, 'CREATE') THEN
     RAISE EXCEPTION 'role % may not own objects in schema % (it lacks CREATE there)', owner_name, quote_ident(schema_name)
       USING ERRCODE = 'BS006', HINT = 'ask a superuser to undo it';
   END IF;
@@ -1343,7 +1355,7 @@ REVOKE ALL ON FUNCTION backstop._staging_schema(bigint), backstop._is_staging_sc
                        backstop._file_restore(text, bigint, text, text, text), backstop._no_stager_reason(bigint),
                        backstop._fail_restore(bigint, text, text), backstop._await_restore(bigint),
                        backstop._may_become(text), backstop._staging_refusal(oid, text), backstop._free_name(text, text, bigint),
-                       backstop._may_create_in(text), backstop._adopt_schema(jsonb, backstop.restore_log), backstop._adopt_object(jsonb, text, bigint, OUT text, OUT text),
+                       backstop._may_create_in(text), backstop._owner_for(text, text, boolean, OUT text, OUT text), backstop._adopt_schema(jsonb, backstop.restore_log), backstop._adopt_object(jsonb, text, bigint, OUT text, OUT text),
                        backstop._adopt_staged(bigint), backstop._adopt_image_beside(bigint, text, oid),
                        backstop._finish_restore(bigint, text), backstop._permit_undo_rewrite(bigint, oid, integer),
                        backstop._restore_foreign_keys(jsonb), backstop._matching_key(oid, jsonb),

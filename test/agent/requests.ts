@@ -43,3 +43,22 @@ export async function settle(promise: Promise<unknown>): Promise<{ ok: true } | 
     return { ok: false, error: error as Error & { hint?: string; code?: string } };
   }
 }
+
+/**
+ * Run a guarded statement in a session of its own until the agent approved it and it committed
+ * (auto mode); returns the request id.
+ */
+export async function runApproved(session: () => Promise<pg.Client>, observer: pg.Client, statement: string): Promise<string> {
+  const client = await session();
+  try {
+    const ran = settle(client.query(statement));
+    const request = await waitForRequest(observer, statement);
+    const outcome = await ran;
+    if (!outcome.ok) throw outcome.error;
+    await waitForStatus(observer, request.id, ['consumed']);
+    return request.id;
+  } finally {
+    await client.end();
+  }
+}
+

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { contentHash } from '../../src/snapshot/content-hash.js';
 import { createTestDatabase, serverInfo, type TestDatabase } from '../support/database.js';
 import { startAgent, tempDir, type AgentProcess } from '../support/agent-process.js';
-import { settle, waitForRequest, waitForStatus } from './requests.js';
+import { runApproved as runApprovedIn, settle } from './requests.js';
 
 const run = promisify(execFile);
 const PG_DUMP_15 = '/usr/lib/postgresql/15/bin/pg_dump';
@@ -79,19 +79,7 @@ describe('backstop.undo brings back what pg_dump -s showed', () => {
     return name;
   }
 
-  async function runApproved(statement: string): Promise<string> {
-    const session = await db.client();
-    try {
-      const ran = settle(session.query(statement));
-      const request = await waitForRequest(admin, statement);
-      const outcome = await ran;
-      if (!outcome.ok) throw outcome.error;
-      await waitForStatus(admin, request.id, ['consumed']);
-      return request.id;
-    } finally {
-      await session.end();
-    }
-  }
+  const runApproved = (statement: string) => runApprovedIn(() => db.client(), admin, statement);
 
   it('DROP TABLE people CASCADE: owner, grants, comments, trigger, RLS and policy, index, identity, the view and the foreign key come back', async () => {
     const owner = await role('owner');

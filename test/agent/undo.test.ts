@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { contentHash } from '../../src/snapshot/content-hash.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { BACKSTOP_BIN, startAgent, tempDir, waitUntil, type AgentProcess } from '../support/agent-process.js';
-import { settle, waitForRequest, waitForStatus } from './requests.js';
+import { runApproved as runApprovedIn, settle } from './requests.js';
 
 /** The built CLI (bin/backstop.js), as an operator runs it. */
 function backstopCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -40,20 +40,7 @@ describe('backstop.undo', () => {
     if (folder) await rm(folder, { recursive: true, force: true });
   });
 
-  /** Run a guarded statement in its own session until the agent approved it and it committed. */
-  async function runApproved(statement: string): Promise<string> {
-    const session = await db.client();
-    try {
-      const ran = settle(session.query(statement));
-      const request = await waitForRequest(admin, statement);
-      const outcome = await ran;
-      if (!outcome.ok) throw outcome.error;
-      await waitForStatus(admin, request.id, ['consumed']);
-      return request.id;
-    } finally {
-      await session.end();
-    }
-  }
+  const runApproved = (statement: string) => runApprovedIn(() => db.client(), admin, statement);
 
   /** Rows of the TRUNCATE image are exported by the agent after the TRUNCATE commits. */
   async function waitForImage(requestId: string): Promise<void> {
