@@ -8,6 +8,7 @@
  */
 export const SCENARIO_NAMES = [
   'ddl-overhead', 'capture', 'capture-s3', 'restore', 'drop-approval', 'poll', 'concurrent-captures', 'catalog', 'writers-blocked', 'writers-blocked-operator',
+  'undo',
 ] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
 

@@ -48,6 +48,7 @@ export const EXPECTED_ROWS: { id: string; title: string; target: string }[] = [
   { id: 'writers-blocked:auto-writes', title: 'writers blocked by a guarded DROP TABLE bench_t (1M), auto mode, ~1,000 rows written during the wait', target: '≤ 250 ms p50' },
   { id: 'writers-blocked:operator-writes-30s', title: 'writers blocked by a guarded DROP TABLE bench_t (1M), operator mode, approved after 30 s, writer writing throughout', target: '≤ 250 ms p50' },
   { id: 'writers-blocked:operator-quiet-30s', title: 'writers blocked by a guarded DROP TABLE bench_t (1M), operator mode, approved after 30 s, no writes during the wait', target: '≤ 250 ms p50' },
+  { id: 'undo@1m', title: 'undo of DROP TABLE bench_t (1M) through backstop.undo vs backstop restore of the same before-image', target: '≤ 1.1×' },
   { id: 'concurrent-captures', title: '8 small tables captured at once in one process vs one after another (not in issue 5: watches for the capture hang)', target: 'no run hangs' },
 ];
 
@@ -220,6 +221,7 @@ export function renderReadmeFigures(records: { file: string; record: RunRecord }
     `- peak RSS: capture ${value('rss-capture@1m')} at 1M rows, ${value('rss-capture@5m')} at 5M; restore ${value('rss-restore@1m')} and ${value('rss-restore@5m')}`,
     `- a guarded \`DROP TABLE\` (10k rows, auto mode) adds ${added('drop-approval')} at p50 to the before-image capture; the guard adds ${added('ddl-overhead:CREATE TABLE')} to a \`CREATE TABLE\``,
     `- a continuous-snapshot poll over 1,000 unchanged tables: ${value('poll')}`,
+    `- undoing a \`DROP TABLE\` of the 1M-row table from psql (\`SELECT backstop.undo(id)\`): ${value('undo@1m')}, ${ratio('undo@1m')} \`backstop restore\` of the same before-image`,
   ];
   const cores = newest ? `${newest.machine.cores}-core` : 'reference';
   return [`Measured on the ${cores} reference machine with ${server} (run ${[...used].sort().join(', ') || 'none yet'}; every row in [BENCHMARKS.md](BENCHMARKS.md)):`, '', ...lines].join('\n');

@@ -19,6 +19,7 @@ import { catalog } from './scenarios/catalog.js';
 import { concurrentCaptures } from './scenarios/concurrent-captures.js';
 import { ddlOverhead } from './scenarios/ddl-overhead.js';
 import { dropApproval } from './scenarios/drop-approval.js';
+import { undo } from './scenarios/undo.js';
 import { pollUnchanged } from './scenarios/poll.js';
 import { restore } from './scenarios/restore.js';
 import { writersBlocked, writersBlockedOperator } from './scenarios/writers-blocked.js';
@@ -27,7 +28,7 @@ import { startBenchServer } from './server.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const TABLE_SCENARIOS: ScenarioName[] = ['capture', 'capture-s3', 'restore'];
-const CLI_SCENARIOS: ScenarioName[] = ['capture', 'capture-s3', 'restore', 'drop-approval', 'catalog', 'writers-blocked', 'writers-blocked-operator'];
+const CLI_SCENARIOS: ScenarioName[] = ['capture', 'capture-s3', 'restore', 'drop-approval', 'catalog', 'writers-blocked', 'writers-blocked-operator', 'undo'];
 
 function log(line: string): void {
   process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
@@ -51,6 +52,8 @@ async function runScenario(name: ScenarioName, context: ScenarioContext): Promis
     }
     case 'drop-approval':
       return dropApproval(context);
+    case 'undo':
+      return undo(context);
     case 'poll':
       return pollUnchanged(context);
     case 'concurrent-captures':
