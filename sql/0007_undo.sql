@@ -72,6 +72,9 @@ CREATE TABLE backstop.restore_log (
 CREATE INDEX restore_log_open_idx ON backstop.restore_log (id) WHERE status IN ('pending', 'staging', 'staged');
 CREATE INDEX restore_log_staging_idx ON backstop.restore_log (staging_schema) WHERE staging_schema IS NOT NULL;
 CREATE INDEX restore_log_request_idx ON backstop.restore_log (request_id) WHERE request_id IS NOT NULL;
+-- One undo of a request at a time, and none after it is done: two sessions asking at once would
+-- otherwise both pass the check in _file_restore and restore the same rows twice.
+CREATE UNIQUE INDEX restore_log_one_undo_idx ON backstop.restore_log (request_id) WHERE status <> 'failed';
 COMMENT ON TABLE backstop.restore_log IS 'Backstop undos and restores asked for from psql (base table); read backstop.restores';
 
 CREATE VIEW backstop.restores AS
@@ -279,12 +282,22 @@ BEGIN
     RAISE EXCEPTION 'Backstop cannot %: %', CASE kind WHEN 'undo' THEN 'undo' ELSE 'restore' END, why_no_agent
       USING ERRCODE = 'BS001', HINT = 'start the agent (backstop agent --db ...) and check SELECT * FROM backstop.agents; then run it again';
   END IF;
-  id := backstop._committed_value(format(
+  BEGIN
+    id := backstop._committed_value(format(
     'WITH filed AS (
        INSERT INTO backstop.restore_log (kind, request_id, snapshot_id, into_schema, into_table, requested_by, requester_pid)
        VALUES (%L, %L, %L, %L, %L, %L, %s) RETURNING id)
      SELECT id::text FROM filed, pg_notify(''backstop_restores'', (SELECT id::text FROM filed)) AS n',
     kind, request_id, snapshot_id, into_schema, into_table, session_user, pg_backend_pid()))::bigint;
+  EXCEPTION WHEN OTHERS THEN
+    -- The loopback reports the far end's unique violation as its own error: check again.
+    refusal := CASE WHEN kind = 'undo' THEN backstop._undo_refusal(request_id) END;
+    IF refusal IS NULL THEN
+      RAISE;
+    END IF;
+    RAISE EXCEPTION 'Backstop cannot undo request %: %', request_id, refusal
+      USING ERRCODE = 'BS006', HINT = 'SELECT * FROM backstop.restores WHERE request_id = ' || request_id || ';';
+  END;
   PERFORM pg_advisory_xact_lock(backstop._restore_lock_key(), id::integer);
   RETURN id;
 END

@@ -23,6 +23,7 @@ import type { Storage } from '../storage/storage.js';
 import type { Acl, DependentView, TypeDefinition } from '../db/dependents.js';
 import { dependentOrder } from '../db/dependents.js';
 import { dependentCreateSql, dependentGrantSql, typeCreateSql, typeGrantSql, typeNotRecreatable } from './dependents-sql.js';
+import { foreignKeyOrder } from './group-order.js';
 import { restoreItems, type RestoreItem } from './restore.js';
 
 /** What backstop.agent_claim_restore hands the agent. */
@@ -250,6 +251,9 @@ export function planStaging(claim: ClaimedRestore, manifests: Manifest[], live: 
     plan.images.push({ kind: item.kind as 'drop column' | 'alter column type', relid, image, column: column.name, attnums: [Number(item.attnum)], key: keyInImage ? table?.key ?? [] : [] });
   }
   if (plan.images.length === 0) throw new StagingRefusal(`request ${request.id} destroyed nothing undo can put back`);
+  // Rows go back referenced tables first (a TRUNCATE … CASCADE emptied both sides of a key).
+  const manifestOf = new Map(plan.items.map((item) => [item.target.table, item.manifest]));
+  plan.images = foreignKeyOrder(plan.images, (image) => manifestOf.get(image.image)!.definition);
   return plan;
 }
 

@@ -125,6 +125,39 @@ describe('backstop.undo', () => {
     expect(await contentHash(admin, { schema: 'public', table: 'ledger' })).toEqual(before);
   });
 
+  it('TRUNCATE … CASCADE: both sides of the foreign key come back, referenced rows first', async () => {
+    await admin.query(`CREATE TABLE customers (id int PRIMARY KEY, name text);
+                       CREATE TABLE invoices (id int PRIMARY KEY, customer int NOT NULL REFERENCES customers (id), total numeric);
+                       INSERT INTO customers SELECT i, 'c' || i FROM generate_series(1, 100) AS i;
+                       INSERT INTO invoices SELECT i, 1 + i % 100, i * 3 FROM generate_series(1, 300) AS i`);
+    const customers = await contentHash(admin, { schema: 'public', table: 'customers' });
+    const invoices = await contentHash(admin, { schema: 'public', table: 'invoices' });
+    const requestId = await runApproved('TRUNCATE customers CASCADE');
+    await waitUntil(async () => {
+      const { rows } = await admin.query(`SELECT count(*)::int AS n FROM backstop.snapshots WHERE request_id = $1::bigint AND verified`, [requestId]);
+      return rows[0].n === 2 ? true : undefined;
+    }, 60_000, 'both TRUNCATE images');
+    const { rows: [undo] } = await admin.query('SELECT backstop.undo($1::bigint) AS undo', [requestId]);
+    expect(undo.undo).toMatch(/100 rows put back into public\.customers; 300 rows put back into public\.invoices/);
+    expect(await contentHash(admin, { schema: 'public', table: 'customers' })).toEqual(customers);
+    expect(await contentHash(admin, { schema: 'public', table: 'invoices' })).toEqual(invoices);
+  });
+
+  it('two sessions undoing the same request at once: one undoes it, the other is refused', async () => {
+    await admin.query(`CREATE TABLE raced (id int PRIMARY KEY); INSERT INTO raced SELECT generate_series(1, 1000)`);
+    const requestId = await runApproved('DROP TABLE raced');
+    const [a, b] = [await db.client(), await db.client()];
+    const outcomes = await Promise.all([a, b].map((client) => settle(client.query('SELECT backstop.undo($1::bigint)', [requestId]))));
+    expect(outcomes.filter((outcome) => outcome.ok)).toHaveLength(1);
+    const refused = outcomes.find((outcome) => !outcome.ok);
+    if (refused && !refused.ok) {
+      expect(refused.error.code).toBe('BS006');
+      expect(refused.error.message).toMatch(/already (undone|being undone)/);
+    }
+    expect((await admin.query('SELECT count(*)::int AS n FROM raced')).rows[0].n).toBe(1000);
+    expect((await admin.query(`SELECT count(*)::int AS n FROM pg_class WHERE relname LIKE 'raced_undo%'`)).rows[0].n).toBe(0);
+  });
+
   it('TRUNCATE: a table written since keeps its rows; the image goes beside it with copy-back SQL', async () => {
     await admin.query(`CREATE TABLE busy (id int PRIMARY KEY, v text); INSERT INTO busy SELECT i, 'old' FROM generate_series(1, 50) AS i`);
     const requestId = await runApproved('TRUNCATE busy');
