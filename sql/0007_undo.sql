@@ -48,6 +48,10 @@ CREATE TABLE backstop.restore_log (
   into_table     text,
   requested_by   text NOT NULL,
   requester_pid  integer NOT NULL,
+  -- The asking transaction (its start): adopting and finishing happen in it, and only in it.
+  requester_xact timestamptz NOT NULL,
+  -- The transaction that adopted what was staged (set by _adopt_staged; _finish_restore needs it).
+  adopted_txid   bigint,
   requested_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
   status         text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'staging', 'staged', 'done', 'failed')),
   agent_id       text,
@@ -181,13 +185,16 @@ BEGIN
 END
 $fn$;
 
--- The advisory lock a waiting undo holds for its whole transaction: while it is held, the
--- staged objects are the caller's to adopt; once free and the row is still 'staged', the caller's
--- transaction ended without adopting them (rolled back) and the agent discards them.
-CREATE FUNCTION backstop._restore_lock_key() RETURNS integer
-LANGUAGE sql IMMUTABLE
+-- Is `restore` the one this very session and transaction asked for, and is still running? Only
+-- there may its staging be adopted and finished. (Once that transaction ends without finishing,
+-- the agent discards the staging: see agent_discard_stagings.)
+CREATE FUNCTION backstop._is_callers_restore(restore backstop.restore_log) RETURNS boolean
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, backstop, pg_temp
-AS $$ SELECT 1112757330 $$;  -- 'BSTR'
+AS $fn$
+  SELECT restore.requested_by = session_user AND restore.requester_pid = pg_backend_pid()
+     AND restore.requester_xact = transaction_timestamp()
+$fn$;
 
 -------------------------------------------------------------------------------------------------
 -- Asking: who may, and what can be undone
@@ -242,6 +249,35 @@ BEGIN
 END
 $fn$;
 
+-- Why session_user may not have a copy of snapshot_id's rows (one line), or null when it may: a
+-- superuser; someone who could export the table as it is now (backstop._snapshot_refusal: read
+-- every row); or, the table being gone, someone who could become its captured owner.
+CREATE FUNCTION backstop._snapshot_read_refusal(snapshot_id text) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+DECLARE
+  snapshot backstop.snapshot_catalog;
+  relid oid;
+  owner_name text;
+BEGIN
+  IF backstop._is_superuser() THEN
+    RETURN NULL;
+  END IF;
+  SELECT * INTO snapshot FROM backstop.snapshot_catalog s WHERE s.snapshot_id = _snapshot_read_refusal.snapshot_id;
+  SELECT c.oid INTO relid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname = snapshot.schema_name AND c.relname = snapshot.table_name;
+  IF relid IS NOT NULL THEN
+    RETURN (SELECT r.reason FROM backstop._snapshot_refusal(session_user, relid) AS r);
+  END IF;
+  owner_name := snapshot.manifest->'definition'->'attachments'->>'owner';
+  IF owner_name IS NOT NULL AND backstop._may_become(owner_name) THEN
+    RETURN NULL;
+  END IF;
+  RETURN format('%I.%I no longer exists, and its owner %s is not a role you may become', snapshot.schema_name, snapshot.table_name, coalesce(owner_name, '(not recorded)'));
+END
+$fn$;
+
 -- File an undo or restore (committed through the loopback), wake the agent, and hold the
 -- restore's advisory lock for this transaction. Checks who asks and what: refusals are BS006.
 CREATE FUNCTION backstop._file_restore(kind text, request_id bigint, snapshot_id text, into_schema text, into_table text)
@@ -276,6 +312,11 @@ BEGIN
       RAISE EXCEPTION 'there is no verified Backstop snapshot %', snapshot_id
         USING ERRCODE = 'BS006', HINT = 'SELECT snapshot_id, schema_name, table_name, created_at FROM backstop.snapshots WHERE verified ORDER BY created_at DESC;';
     END IF;
+    refusal := backstop._snapshot_read_refusal(snapshot_id);
+    IF refusal IS NOT NULL THEN
+      RAISE EXCEPTION 'role % may not restore snapshot %: %', session_user, snapshot_id, refusal
+        USING ERRCODE = 'BS006', HINT = 'a restore hands you a copy of its rows: only who could read them may ask (or a superuser)';
+    END IF;
   END IF;
   why_no_agent := backstop._no_available_agent_reason();
   IF why_no_agent IS NOT NULL THEN
@@ -285,11 +326,12 @@ BEGIN
   BEGIN
     id := backstop._committed_value(format(
     'WITH filed AS (
-       INSERT INTO backstop.restore_log (kind, request_id, snapshot_id, into_schema, into_table, requested_by, requester_pid)
-       VALUES (%L, %L, %L, %L, %L, %L, %s) RETURNING id)
+       INSERT INTO backstop.restore_log (kind, request_id, snapshot_id, into_schema, into_table, requested_by, requester_pid, requester_xact)
+       VALUES (%L, %L, %L, %L, %L, %L, %s, %L) RETURNING id)
      SELECT id::text FROM filed, pg_notify(''backstop_restores'', (SELECT id::text FROM filed)) AS n',
-    kind, request_id, snapshot_id, into_schema, into_table, session_user, pg_backend_pid()))::bigint;
+    kind, request_id, snapshot_id, into_schema, into_table, session_user, pg_backend_pid(), transaction_timestamp()))::bigint;
   EXCEPTION WHEN OTHERS THEN
+    PERFORM backstop._loopback_release();
     -- The loopback reports the far end's unique violation as its own error: check again.
     refusal := CASE WHEN kind = 'undo' THEN backstop._undo_refusal(request_id) END;
     IF refusal IS NULL THEN
@@ -298,7 +340,6 @@ BEGIN
     RAISE EXCEPTION 'Backstop cannot undo request %: %', request_id, refusal
       USING ERRCODE = 'BS006', HINT = 'SELECT * FROM backstop.restores WHERE request_id = ' || request_id || ';';
   END;
-  PERFORM pg_advisory_xact_lock(backstop._restore_lock_key(), id::integer);
   RETURN id;
 END
 $fn$;
@@ -415,6 +456,9 @@ BEGIN
       USING ERRCODE = 'BS010', HINT = coalesce(state->>'hint', 'SELECT * FROM backstop.restores WHERE id = ' || restore_id);
   END IF;
   RAISE NOTICE '%: % rows loaded and verified (%)', label, coalesce(state->>'rows_total', '0'), coalesce(state->>'verified_by', 'content hash');
+  -- No connection as Backstop's owner stays open while the caller's own steps run (a trigger of
+  -- the caller's firing during them must find nothing to borrow).
+  PERFORM backstop._loopback_release();
 EXCEPTION WHEN query_canceled THEN
   BEGIN
     PERFORM backstop._loopback_exec('UNLISTEN backstop_restores');
@@ -480,6 +524,20 @@ BEGIN
     SELECT format('table %s has rule %s', c.relname, r.rulename) INTO found
       FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
      WHERE c.relnamespace = staging AND r.rulename <> '_RETURN' LIMIT 1;
+  END IF;
+  IF found IS NULL THEN
+    -- A view runs with its owner's rights: one owned by someone else may not read, for the agent,
+    -- what the agent could not read itself.
+    SELECT format('view %s reads %s, which the agent role %s may not read itself', c.relname, rc.oid::regclass, agent_role) INTO found
+      FROM pg_class c
+      JOIN pg_rewrite w ON w.ev_class = c.oid
+      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid AND d.refclassid = 'pg_class'::regclass
+      JOIN pg_class rc ON rc.oid = d.refobjid
+     WHERE c.relnamespace = staging AND c.relkind IN ('v', 'm') AND rc.relnamespace <> staging
+       AND (NOT has_table_privilege(agent_role, rc.oid, 'SELECT')
+            OR (rc.relrowsecurity AND pg_get_userbyid(rc.relowner) <> agent_role
+                AND NOT (SELECT r.rolbypassrls OR r.rolsuper FROM pg_roles r WHERE r.rolname = agent_role)))
+     LIMIT 1;
   END IF;
   IF found IS NOT NULL THEN
     RETURN format('staged %s', found);
@@ -643,6 +701,30 @@ BEGIN
 END
 $fn$;
 
+-- Indexes and owned sequences move with their table: rename, in the staging schema, those whose
+-- names are taken in the schema the table goes to.
+CREATE FUNCTION backstop._make_room_for(relid oid, staging text, schema_name text, restore_id bigint) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+DECLARE
+  part record;
+BEGIN
+  FOR part IN
+    SELECT c.relname, c.relkind FROM pg_class c
+     WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = staging)
+       AND (c.oid IN (SELECT i.indexrelid FROM pg_index i WHERE i.indrelid = relid)
+            OR c.oid IN (SELECT d.objid FROM pg_depend d WHERE d.refobjid = relid AND d.classid = 'pg_class'::regclass
+                                                          AND d.deptype IN ('a', 'i') AND d.objid <> relid))
+       AND c.relkind IN ('i', 'I', 'S')
+       AND EXISTS (SELECT FROM pg_class o JOIN pg_namespace n ON n.oid = o.relnamespace WHERE n.nspname = schema_name AND o.relname = c.relname)
+  LOOP
+    EXECUTE format('ALTER %s %I.%I RENAME TO %I', CASE WHEN part.relkind = 'S' THEN 'SEQUENCE' ELSE 'INDEX' END,
+                   staging, part.relname, backstop._free_name(schema_name, part.relname, restore_id));
+  END LOOP;
+END
+$fn$;
+
 -- Move one staged object into place and give it its owner, after checking that session_user
 -- could do the same by hand. item: kind (table | view | materialized view | sequence | type),
 -- staged (its name in the staging schema; default: name), name, schema and owner (where it
@@ -706,30 +788,86 @@ BEGIN
   IF final_name <> staged_name THEN
     EXECUTE format('ALTER %s %I.%I RENAME TO %I', keyword, staging, staged_name, final_name);
   END IF;
-  IF relid IS NOT NULL AND schema_name <> staging THEN
-    -- Indexes and owned sequences move with the table: their names must be free there too.
-    FOR part IN
-      SELECT c.relname, c.relkind FROM pg_class c
-       WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = staging)
-         AND (c.oid IN (SELECT i.indexrelid FROM pg_index i WHERE i.indrelid = relid)
-              OR c.oid IN (SELECT d.objid FROM pg_depend d WHERE d.refobjid = relid AND d.classid = 'pg_class'::regclass
-                                                            AND d.deptype IN ('a', 'i') AND d.objid <> relid))
-         AND c.relkind IN ('i', 'I', 'S')
-         AND EXISTS (SELECT FROM pg_class o JOIN pg_namespace n ON n.oid = o.relnamespace WHERE n.nspname = schema_name AND o.relname = c.relname)
-    LOOP
-      EXECUTE format('ALTER %s %I.%I RENAME TO %I', CASE WHEN part.relkind = 'S' THEN 'SEQUENCE' ELSE 'INDEX' END,
-                     staging, part.relname, backstop._free_name(schema_name, part.relname, restore_id));
-    END LOOP;
-  END IF;
   IF schema_name <> staging THEN
+    IF relid IS NOT NULL THEN
+      PERFORM backstop._make_room_for(relid, staging, schema_name, restore_id);
+    END IF;
     EXECUTE format('ALTER %s %I.%I SET SCHEMA %I', keyword, staging, final_name, schema_name);
   END IF;
   EXECUTE format('ALTER %s %I.%I OWNER TO %I', keyword, schema_name, final_name, owner_name);
   IF kind = 'table' AND schema_name <> staging THEN
+    -- A partitioned table's partitions, at every level, go with it, under their own names.
+    FOR part IN
+      WITH RECURSIVE parts(oid) AS (
+        SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = relid
+        UNION ALL
+        SELECT i.inhrelid FROM pg_inherits i JOIN parts p ON i.inhparent = p.oid)
+      SELECT c.oid, c.relname FROM parts JOIN pg_class c ON c.oid = parts.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = staging
+    LOOP
+      IF EXISTS (SELECT FROM pg_class o JOIN pg_namespace n ON n.oid = o.relnamespace WHERE n.nspname = schema_name AND o.relname = part.relname) THEN
+        note := note || format('; partition %I beside an existing relation of that name', part.relname);
+        EXECUTE format('ALTER TABLE %I.%I RENAME TO %I', staging, part.relname, backstop._free_name(schema_name, part.relname, restore_id));
+      END IF;
+      PERFORM backstop._make_room_for(part.oid, staging, schema_name, restore_id);
+      EXECUTE format('ALTER TABLE %s SET SCHEMA %I', part.oid::regclass, schema_name);
+      EXECUTE format('ALTER TABLE %s OWNER TO %I', part.oid::regclass, owner_name);
+      PERFORM backstop._attach_truncate_guard(part.oid);
+    END LOOP;
     PERFORM backstop._attach_truncate_guard(relid);
   END IF;
   placed := format('%I.%I', schema_name, final_name);
   line := format('%s %s restored%s', kind, placed, note);
+END
+$fn$;
+
+-- The tables (schema.table, as %I.%I) the restore may put back: the before-images of the
+-- request (undo), or the one table the restore was asked for.
+CREATE FUNCTION backstop._restorable_tables(restore backstop.restore_log) RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  SELECT CASE
+    WHEN restore.kind = 'restore' AND restore.into_table IS NOT NULL THEN ARRAY[format('%I.%I', restore.into_schema, restore.into_table)]
+    WHEN restore.kind = 'restore' THEN ARRAY(SELECT format('%I.%I', s.schema_name, s.table_name) FROM backstop.snapshot_catalog s
+                                              WHERE s.snapshot_id = restore.snapshot_id)
+    ELSE ARRAY(SELECT format('%I.%I', s.schema_name, s.table_name) FROM backstop.snapshot_catalog s
+                WHERE s.request_id = restore.request_id
+                   OR s.snapshot_id = ANY (coalesce((SELECT r.snapshot_ids FROM backstop.request_log r WHERE r.id = restore.request_id), '{}')))
+  END
+$fn$;
+
+-- Why the agent may not put this staged object (or schema) where it says (one line), or null:
+-- nothing goes into the system's or Backstop's schemas; a table goes back only where a table of
+-- the request (or the restore's target) was; a schema is re-created only when the request
+-- dropped it. (Views go where the caller could create them by hand: _adopt_object checks that.)
+CREATE FUNCTION backstop._placement_refusal(restore backstop.restore_log, item jsonb) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+DECLARE
+  schema_name constant text := coalesce(item->>'schema', item->>'name');
+  wanted text;
+BEGIN
+  IF schema_name IS NULL OR schema_name IN ('information_schema', 'backstop', 'backstop_images') OR schema_name LIKE 'pg\_%' THEN
+    RETURN format('%s would go into schema %s', coalesce(item->>'kind', 'a schema'), coalesce(quote_ident(schema_name), '(none)'));
+  END IF;
+  IF item->>'kind' IS NULL THEN  -- a schema
+    IF restore.kind = 'undo'
+       AND (SELECT r.command_tag FROM backstop.request_log r WHERE r.id = restore.request_id) = 'DROP SCHEMA'
+       AND EXISTS (SELECT FROM unnest(backstop._restorable_tables(restore)) AS t WHERE (parse_ident(t))[1] = schema_name) THEN
+      RETURN NULL;
+    END IF;
+    RETURN format('schema %I is not one the request dropped', schema_name);
+  END IF;
+  IF item->>'kind' <> 'table' THEN
+    RETURN NULL;
+  END IF;
+  wanted := format('%I.%I', item->>'schema', item->>'name');
+  IF wanted = ANY (backstop._restorable_tables(restore)) THEN
+    RETURN NULL;
+  END IF;
+  RETURN format('table %s is not one the %s may put back', wanted, restore.kind);
 END
 $fn$;
 
@@ -751,9 +889,7 @@ DECLARE
 BEGIN
   PERFORM backstop._refuse_unless_restorer('adopt what Backstop staged');
   SELECT * INTO restore FROM backstop.restore_log l WHERE l.id = restore_id FOR UPDATE;
-  IF NOT FOUND OR restore.requested_by <> session_user OR restore.status <> 'staged'
-     OR NOT EXISTS (SELECT FROM pg_locks k WHERE k.locktype = 'advisory' AND k.pid = pg_backend_pid() AND k.granted
-                      AND k.classid::bigint = backstop._restore_lock_key() AND k.objid::bigint = restore_id AND k.objsubid = 2) THEN
+  IF NOT FOUND OR restore.status <> 'staged' OR NOT backstop._is_callers_restore(restore) THEN
     RAISE EXCEPTION 'restore % is not staged for this session', restore_id
       USING ERRCODE = 'BS006', HINT = 'run SELECT backstop.undo(...) or backstop.restore(...): it stages and adopts in one statement';
   END IF;
@@ -767,12 +903,23 @@ BEGIN
       USING ERRCODE = 'BS010', HINT = 'nothing was changed; check the agent (its role must stage only copies of snapshots)';
   END IF;
   FOR item IN SELECT * FROM jsonb_array_elements(coalesce(restore.staged->'schemas', '[]')) LOOP
+    refusal := backstop._placement_refusal(restore, item);
+    IF refusal IS NOT NULL THEN
+      RAISE EXCEPTION 'Backstop refused to adopt what the agent staged for restore %: %', restore_id, refusal
+        USING ERRCODE = 'BS010', HINT = 'nothing was changed; check the agent (it must stage only what the request or snapshot names)';
+    END IF;
     line := backstop._adopt_schema(item, restore);
     IF line <> '' THEN lines := lines || line; END IF;
   END LOOP;
   FOR item IN SELECT * FROM jsonb_array_elements(coalesce(restore.staged->'objects', '[]')) LOOP
+    refusal := backstop._placement_refusal(restore, item);
+    IF refusal IS NOT NULL THEN
+      RAISE EXCEPTION 'Backstop refused to adopt what the agent staged for restore %: %', restore_id, refusal
+        USING ERRCODE = 'BS010', HINT = 'nothing was changed; check the agent (it must stage only what the request or snapshot names)';
+    END IF;
     lines := lines || (SELECT a.line FROM backstop._adopt_object(item, restore.staging_schema, restore_id) AS a);
   END LOOP;
+  UPDATE backstop.restore_log l SET adopted_txid = txid_current() WHERE l.id = restore_id;
   RETURN lines;
 END
 $fn$;
@@ -792,7 +939,7 @@ DECLARE
   beside text;
 BEGIN
   SELECT * INTO restore FROM backstop.restore_log l WHERE l.id = restore_id;
-  IF NOT FOUND OR restore.requested_by <> session_user OR restore.status <> 'staged'
+  IF NOT FOUND OR restore.status <> 'staged' OR NOT backstop._is_callers_restore(restore)
      OR NOT EXISTS (SELECT FROM jsonb_array_elements(coalesce(restore.staged->'images', '[]')) i
                      WHERE i->>'image' = image AND (i->>'relid')::oid = relid) THEN
     RAISE EXCEPTION 'restore % staged no image % of table %', restore_id, image, relid USING ERRCODE = 'BS006';
@@ -823,8 +970,9 @@ DECLARE
   adopted_schema boolean;
 BEGIN
   SELECT * INTO restore FROM backstop.restore_log l WHERE l.id = restore_id FOR UPDATE;
-  IF NOT FOUND OR restore.requested_by <> session_user OR restore.status <> 'staged' THEN
-    RAISE EXCEPTION 'restore % is not staged for this session', restore_id USING ERRCODE = 'BS006';
+  IF NOT FOUND OR restore.status <> 'staged' OR NOT backstop._is_callers_restore(restore)
+     OR restore.adopted_txid IS DISTINCT FROM txid_current() THEN
+    RAISE EXCEPTION 'restore % is not staged and adopted in this transaction', restore_id USING ERRCODE = 'BS006';
   END IF;
   adopted_schema := EXISTS (SELECT FROM jsonb_array_elements(coalesce(restore.staged->'schemas', '[]')) AS s
                              WHERE s->>'name' = restore.staging_schema);
@@ -864,7 +1012,8 @@ DECLARE
   restore backstop.restore_log;
 BEGIN
   SELECT * INTO restore FROM backstop.restore_log l WHERE l.id = restore_id;
-  IF NOT FOUND OR restore.requested_by <> session_user OR restore.status <> 'staged'
+  IF NOT FOUND OR restore.status <> 'staged' OR NOT backstop._is_callers_restore(restore)
+     OR restore.adopted_txid IS DISTINCT FROM txid_current()
      OR NOT EXISTS (SELECT FROM jsonb_array_elements(coalesce(restore.staged->'images', '[]')) i
                      WHERE i->>'kind' = 'alter column type' AND (i->>'relid')::oid = relid
                        AND (i->'attnums') @> to_jsonb(attnum)) THEN
@@ -971,6 +1120,26 @@ BEGIN
 END
 $fn$;
 
+-- Why a staged image may not be read back (one line), or null: it must be a plain table of the
+-- staging schema, owned by the agent role that staged it, with no triggers, rules or row-level
+-- security — reading it runs nothing. And the caller must be able to read the table it is an
+-- image of: it holds that table's rows.
+CREATE FUNCTION backstop._image_refusal(restore backstop.restore_log, image text, relid oid) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  SELECT CASE
+    WHEN c.oid IS NULL THEN format('the staged image %s is missing', image)
+    WHEN c.relkind <> 'r' OR c.relhastriggers OR c.relhasrules OR c.relrowsecurity
+      THEN format('the staged image %s is not a plain table', image)
+    WHEN pg_get_userbyid(c.relowner) <> restore.agent_role THEN format('the staged image %s is not the agent''s', image)
+    WHEN NOT has_table_privilege(session_user, relid, 'SELECT') THEN format('role %s may not read %s', session_user, relid::regclass)
+  END
+  FROM (SELECT 1) AS one
+  LEFT JOIN pg_namespace n ON n.nspname = restore.staging_schema
+  LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = image
+$fn$;
+
 -- Put one staged image back, with the caller's privileges. Kinds:
 --   drop column:       add the column back (type, collation from the staged image), fill it by
 --                      key, then NOT NULL (when every row has a value) and its default;
@@ -1003,10 +1172,18 @@ DECLARE
   missing bigint;
   columns_sql text;
   beside text;
+  refusal text;
+  sequence_name text;
+  sequence_column text;
   lines text[] := '{}';
 BEGIN
   image_ref := format('%I.%I', staging, image);
   target := relid::regclass::text;
+  refusal := backstop._image_refusal((SELECT l FROM backstop.restore_log l WHERE l.id = restore_id), image, relid);
+  IF refusal IS NOT NULL THEN
+    RAISE EXCEPTION 'Backstop cannot put the image back: %', refusal
+      USING ERRCODE = 'BS006', HINT = 'ask a role that may read the table (or a superuser) to undo it';
+  END IF;
   IF to_regclass(target) IS NULL OR NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = relid) THEN
     RAISE EXCEPTION 'the table of request % (oid %) no longer exists', (SELECT l.request_id FROM backstop.restore_log l WHERE l.id = restore_id), relid
       USING ERRCODE = 'BS006', HINT = 'restore its before-image under another name: SELECT backstop.restore(''<snapshot id>'', ''name'');';
@@ -1018,6 +1195,18 @@ BEGIN
         FROM pg_attribute a WHERE a.attrelid = relid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
       EXECUTE format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s', target, columns_sql, columns_sql, image_ref);
       GET DIAGNOSTICS image_rows = ROW_COUNT;
+      -- A TRUNCATE ... RESTART IDENTITY set the table's sequences back: set them past the rows
+      -- put back, so new rows do not collide with them (never backwards).
+      FOR sequence_name, sequence_column IN
+        SELECT d.objid::regclass::text, a.attname FROM pg_depend d
+          JOIN pg_class sc ON sc.oid = d.objid AND sc.relkind = 'S'
+          JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+         WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = relid AND d.deptype IN ('a', 'i')
+      LOOP
+        EXECUTE format('SELECT setval(%L, m.v) FROM (SELECT max(%I)::bigint AS v FROM %s) AS m, %s AS s
+                         WHERE m.v IS NOT NULL AND s.increment_by > 0 AND (m.v > s.last_value OR NOT s.is_called)',
+                       sequence_name, sequence_column, target, sequence_name);
+      END LOOP;
       RETURN ARRAY[format('%s rows put back into %s', image_rows, target)];
     END IF;
     beside := backstop._adopt_image_beside(restore_id, image, relid);
@@ -1051,6 +1240,9 @@ BEGIN
     RAISE EXCEPTION 'the staged image lacks column %', quote_ident(column_name) USING ERRCODE = 'BS010';
   END IF;
 
+  -- Writers wait from here on: what is checked below stays true until the undo commits.
+  EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', target);
+
   IF kind = 'drop column' THEN
     IF EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = relid AND a.attname = column_name AND NOT a.attisdropped) THEN
       beside := backstop._adopt_image_beside(restore_id, image, relid);
@@ -1078,9 +1270,15 @@ BEGIN
   IF kind = 'alter column type' THEN
     -- Rows written since the statement carry a newer xmin than the rewrite it did; a row count
     -- that differs from the image means rows were deleted or added since.
-    EXECUTE format('SELECT count(*) FILTER (WHERE t.xmin::text::bigint <> ((%s::bigint) %% 4294967296)), count(*) FROM %s AS t',
+    -- The statement's rewrite wrote every row with its transaction id and one command id; a row
+    -- written since carries another transaction id, or (written later in the same transaction)
+    -- a later command id.
+    EXECUTE format('WITH x AS (SELECT ((%s::bigint) %% 4294967296)::text AS xid),
+                         c0 AS (SELECT min(t.cmin::text::bigint) AS cid FROM %s AS t, x WHERE t.xmin::text = x.xid)
+                    SELECT count(*) FILTER (WHERE t.xmin::text <> x.xid OR t.cmin::text::bigint <> c0.cid), count(*)
+                      FROM %s AS t, x, c0',
                    coalesce((SELECT c.txid FROM backstop.request_consumptions c
-                              WHERE c.request_id = (SELECT l.request_id FROM backstop.restore_log l WHERE l.id = restore_id)), -1), target)
+                              WHERE c.request_id = (SELECT l.request_id FROM backstop.restore_log l WHERE l.id = restore_id)), -1), target, target)
       INTO written_since, missing;
     EXECUTE format('SELECT count(*) FROM %s', image_ref) INTO image_rows;
     IF written_since > 0 OR missing <> image_rows THEN
@@ -1334,8 +1532,8 @@ BEGIN
      ORDER BY l.id
   LOOP
     IF restore.status = 'staged' THEN
-      IF NOT pg_try_advisory_xact_lock(backstop._restore_lock_key(), restore.id::integer) THEN
-        CONTINUE;  -- its session still waits or adopts
+      IF EXISTS (SELECT FROM pg_stat_activity a WHERE a.pid = restore.requester_pid AND a.xact_start = restore.requester_xact) THEN
+        CONTINUE;  -- its session still waits or adopts, in the transaction that asked
       END IF;
       UPDATE backstop.restore_log l
          SET status = 'failed', error = 'the session that asked for it ended before it was adopted (rolled back or disconnected)',
@@ -1363,15 +1561,17 @@ COMMENT ON FUNCTION backstop.agent_discard_stagings() IS 'Agent: drop staging sc
 
 REVOKE ALL ON backstop.restore_log, backstop.undo_permits FROM PUBLIC;
 GRANT SELECT ON backstop.restores, backstop.restore_log TO PUBLIC;
-REVOKE ALL ON FUNCTION backstop._staging_schema(bigint), backstop._is_staging_schema(text), backstop._restore_lock_key(),
+REVOKE ALL ON FUNCTION backstop._staging_schema(bigint), backstop._is_staging_schema(text), backstop._is_callers_restore(backstop.restore_log),
                        backstop._refuse_unless_restorer(text), backstop._undo_refusal(bigint),
                        backstop._file_restore(text, bigint, text, text, text), backstop._no_stager_reason(bigint),
                        backstop._fail_restore(bigint, text, text), backstop._await_restore(bigint),
                        backstop._may_become(text), backstop._staging_refusal(oid, text), backstop._free_name(text, text, bigint),
-                       backstop._may_create_in(text), backstop._owner_for(text, text, boolean, OUT text, OUT text), backstop._adopt_schema(jsonb, backstop.restore_log), backstop._adopt_object(jsonb, text, bigint, OUT text, OUT text),
+                       backstop._may_create_in(text), backstop._make_room_for(oid, text, text, bigint), backstop._owner_for(text, text, boolean, OUT text, OUT text), backstop._adopt_schema(jsonb, backstop.restore_log), backstop._adopt_object(jsonb, text, bigint, OUT text, OUT text),
                        backstop._adopt_staged(bigint), backstop._adopt_image_beside(bigint, text, oid),
                        backstop._finish_restore(bigint, text), backstop._permit_undo_rewrite(bigint, oid, integer),
                        backstop._restore_foreign_keys(jsonb), backstop._matching_key(oid, jsonb),
+                       backstop._snapshot_read_refusal(text), backstop._restorable_tables(backstop.restore_log),
+                       backstop._placement_refusal(backstop.restore_log, jsonb), backstop._image_refusal(backstop.restore_log, text, oid),
                        backstop._restore_image(bigint, jsonb), backstop._run_restore(bigint),
                        backstop.agent_claim_restore(bigint, text), backstop.agent_restore_progress(bigint, text, bigint, bigint),
                        backstop.agent_staged(bigint, text, jsonb, bigint, text), backstop.agent_fail_restore(bigint, text, text, text),
@@ -1388,7 +1588,8 @@ GRANT EXECUTE ON FUNCTION backstop.undo(bigint), backstop.restore(text, text),
 GRANT EXECUTE ON FUNCTION backstop._run_restore(bigint), backstop._await_restore(bigint), backstop._adopt_staged(bigint),
                           backstop._adopt_image_beside(bigint, text, oid), backstop._finish_restore(bigint, text),
                           backstop._fail_restore(bigint, text, text), backstop._permit_undo_rewrite(bigint, oid, integer),
-                          backstop._restore_foreign_keys(jsonb), backstop._matching_key(oid, jsonb), backstop._restore_image(bigint, jsonb)
+                          backstop._restore_foreign_keys(jsonb), backstop._matching_key(oid, jsonb), backstop._restore_image(bigint, jsonb),
+                          backstop._image_refusal(backstop.restore_log, text, oid)
    TO backstop_approver;
 GRANT EXECUTE ON FUNCTION backstop.agent_claim_restore(bigint, text), backstop.agent_restore_progress(bigint, text, bigint, bigint),
                           backstop.agent_staged(bigint, text, jsonb, bigint, text), backstop.agent_fail_restore(bigint, text, text, text),

@@ -399,7 +399,12 @@ export async function stageRestore(options: StageOptions, claim: ClaimedRestore)
           for (const sql of dependentGrantSql(asAgent, at)) await tx.query(sql);
         }
       });
+      // An image holds a table's rows: readable only by a requester who may read that table
+      // (the caller's statement says so clearly when it may not; backstop._image_refusal).
       for (const image of plan.images) {
+        const { rows: [may] } = await tx.query<{ read: boolean }>(
+          `SELECT pg_catalog.has_table_privilege($1, $2::oid, 'SELECT') AS read`, [claim.restore.requested_by, image.relid]);
+        if (!may?.read) continue;
         await tx.query(`GRANT SELECT ON ${quoteQualified({ schema: claim.restore.staging_schema, table: image.image })} TO ${quoteIdent(claim.restore.requested_by)}`);
       }
       const staged = { schemas: plan.schemas, objects: plan.objects, images: plan.images, foreign_keys: plan.foreignKeys, notes: plan.notes };
