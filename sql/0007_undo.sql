@@ -197,6 +197,105 @@ AS $fn$
 $fn$;
 
 -------------------------------------------------------------------------------------------------
+-- The functions a table's definitions call, recorded when it is dropped
+-------------------------------------------------------------------------------------------------
+-- A staged object may call only functions the dropped objects themselves called (recorded by the
+-- guard, in the dropping transaction, from the catalog), or built-in ones that cannot act
+-- (immutable, or a few that only read the clock or a sequence). An agent's role cannot smuggle
+-- in a default, check, index expression, trigger, policy or view that runs SQL (query_to_xml,
+-- dblink_exec, ...) as whoever later touches the table.
+
+-- The functions named in a stored expression tree (pg_node_tree): function calls, operators,
+-- aggregates and window functions.
+CREATE FUNCTION backstop._functions_in(tree text) RETURNS oid[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  SELECT coalesce(array_agg(DISTINCT m[2]::oid) FILTER (WHERE m[2] <> '0'), '{}')
+    FROM regexp_matches(coalesce(tree, ''), ':(funcid|opfuncid|aggfnoid|winfnoid) (\d+)', 'g') AS m
+$fn$;
+
+-- The functions the definitions of these relations call: column defaults and generated columns,
+-- constraints, the domains of their columns, index expressions and predicates, triggers,
+-- policies, rules (a view's query).
+CREATE FUNCTION backstop._functions_called_by(relids oid[]) RETURNS oid[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  SELECT coalesce(array_agg(DISTINCT f), '{}') FROM (
+    SELECT unnest(backstop._functions_in(d.adbin::text)) FROM pg_attrdef d WHERE d.adrelid = ANY (relids)
+    UNION ALL SELECT unnest(backstop._functions_in(k.conbin::text)) FROM pg_constraint k WHERE k.conrelid = ANY (relids)
+    UNION ALL SELECT unnest(backstop._functions_in(k.conbin::text)) FROM pg_constraint k
+               WHERE k.contypid IN (SELECT a.atttypid FROM pg_attribute a WHERE a.attrelid = ANY (relids) AND a.attnum > 0)
+    UNION ALL SELECT unnest(backstop._functions_in(i.indexprs::text) || backstop._functions_in(i.indpred::text))
+                FROM pg_index i WHERE i.indrelid = ANY (relids)
+    UNION ALL SELECT t.tgfoid FROM pg_trigger t WHERE t.tgrelid = ANY (relids)
+    UNION ALL SELECT unnest(backstop._functions_in(t.tgqual::text)) FROM pg_trigger t WHERE t.tgrelid = ANY (relids)
+    UNION ALL SELECT unnest(backstop._functions_in(p.polqual::text) || backstop._functions_in(p.polwithcheck::text))
+                FROM pg_policy p WHERE p.polrelid = ANY (relids)
+    UNION ALL SELECT unnest(backstop._functions_in(r.ev_action::text) || backstop._functions_in(r.ev_qual::text))
+                FROM pg_rewrite r WHERE r.ev_class = ANY (relids)
+  ) AS called(f)
+$fn$;
+
+-- A table, its partitions and children, and the views and materialized views built on them
+-- (through other views too): what a DROP ... CASCADE takes with it.
+CREATE FUNCTION backstop._relations_with_dependents(relids oid[]) RETURNS oid[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  WITH RECURSIVE rels(oid) AS (
+    SELECT unnest(relids)
+    UNION
+    SELECT next.oid FROM rels, LATERAL (
+      SELECT i.inhrelid AS oid FROM pg_inherits i WHERE i.inhparent = rels.oid
+      UNION ALL
+      SELECT r.ev_class FROM pg_depend d JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+       WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = rels.oid AND r.ev_class <> rels.oid) AS next)
+  SELECT coalesce(array_agg(oid), '{}') FROM rels
+$fn$;
+
+-- Built-in functions any staged definition may call: immutable ones (no side effects, read
+-- nothing) and those defaults commonly use that only read the clock or a sequence.
+CREATE FUNCTION backstop._is_inert_builtin(fn oid) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  SELECT coalesce((SELECT p.oid < 16384 AND p.pronamespace = 'pg_catalog'::regnamespace AND NOT p.prosecdef
+                          AND (p.provolatile = 'i'
+                               OR p.proname IN ('nextval', 'currval', 'now', 'clock_timestamp', 'statement_timestamp',
+                                                'transaction_timestamp', 'timeofday', 'gen_random_uuid', 'random'))
+                     FROM pg_proc p WHERE p.oid = fn), false)
+$fn$;
+
+ALTER TABLE backstop.request_consumptions ADD COLUMN called_functions oid[];
+COMMENT ON COLUMN backstop.request_consumptions.called_functions IS
+  'the functions the definitions of the covered tables (and what a CASCADE takes with them) called when the statement ran: what an undo may put back';
+
+-- Records, with the consumption, the functions the covered tables' definitions call (see above).
+-- Replaces backstop._consume (0006).
+CREATE OR REPLACE FUNCTION backstop._consume(request_id bigint, command_tag text, normalized_statement text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+DECLARE
+  coverage jsonb := coalesce(backstop._committed_value(
+                      format('SELECT coverage::text FROM backstop.request_log WHERE id = %s', request_id))::jsonb, '[]');
+  covered oid[] := ARRAY(SELECT DISTINCT (e->>'relid')::oid FROM jsonb_array_elements(coverage) AS e);
+BEGIN
+  INSERT INTO backstop.request_consumptions (request_id, txid, pid, command_tag, normalized_statement, covered_oids,
+                                             statement_started_at, coverage, called_functions)
+  VALUES (request_id, txid_current(), pg_backend_pid(), command_tag, normalized_statement, covered,
+          statement_timestamp(), coverage,
+          backstop._functions_called_by(backstop._relations_with_dependents(covered)));
+  PERFORM backstop._notify_decision(request_id, 'consumed');  -- delivered only on commit
+EXCEPTION WHEN unique_violation THEN
+  RAISE EXCEPTION 'Backstop request % has already been used by another transaction', request_id
+    USING ERRCODE = 'BS003', HINT = 'run the statement again to file a new request';
+END
+$fn$;
+
+-------------------------------------------------------------------------------------------------
 -- Asking: who may, and what can be undone
 -------------------------------------------------------------------------------------------------
 
@@ -214,6 +313,16 @@ BEGIN
 END
 $fn$;
 
+-- Has the transaction that asked for this restore ended without finishing it (rolled back,
+-- cancelled, disconnected)? Then nobody will adopt what was staged.
+CREATE FUNCTION backstop._is_abandoned(restore backstop.restore_log) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  SELECT restore.status IN ('pending', 'staging', 'staged')
+     AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.pid = restore.requester_pid AND a.xact_start = restore.requester_xact)
+$fn$;
+
 -- Why request_id cannot be undone (one line), or null when it can: it must have run (consumed),
 -- destroyed something of a kind undo knows, have before-images, and not be undone already.
 CREATE FUNCTION backstop._undo_refusal(request_id bigint) RETURNS text
@@ -224,6 +333,7 @@ DECLARE
   request backstop.request_log;
   earlier backstop.restore_log;
 BEGIN
+  PERFORM pg_stat_clear_snapshot();  -- whose transactions still run, as of now (_is_abandoned)
   SELECT * INTO request FROM backstop.request_log r WHERE r.id = _undo_refusal.request_id;
   IF NOT FOUND THEN
     RETURN format('there is no Backstop request %s', request_id);
@@ -240,6 +350,7 @@ BEGIN
   END IF;
   SELECT * INTO earlier FROM backstop.restore_log l
    WHERE l.request_id = _undo_refusal.request_id AND l.status IN ('pending', 'staging', 'staged', 'done')
+     AND (l.status = 'done' OR NOT backstop._is_abandoned(l))
    ORDER BY l.id DESC LIMIT 1;
   IF FOUND THEN
     RETURN format('request %s is already %s by undo %s', request_id,
@@ -323,6 +434,15 @@ BEGIN
     RAISE EXCEPTION 'Backstop cannot %: %', CASE kind WHEN 'undo' THEN 'undo' ELSE 'restore' END, why_no_agent
       USING ERRCODE = 'BS001', HINT = 'start the agent (backstop agent --db ...) and check SELECT * FROM backstop.agents; then run it again';
   END IF;
+  -- Undos of this request left behind by transactions that ended are given up first (their
+  -- staging is discarded by the agent), so they stand in nobody's way.
+  IF kind = 'undo' THEN
+    PERFORM backstop._committed_value(format(
+      'WITH gone AS (UPDATE backstop.restore_log l SET status = ''failed'', finished_at = clock_timestamp(),
+                                              error = ''the session that asked for it ended before it was done''
+                      WHERE l.request_id = %s AND backstop._is_abandoned(l) RETURNING 1)
+       SELECT count(*)::text FROM gone', request_id));
+  END IF;
   BEGIN
     id := backstop._committed_value(format(
     'WITH filed AS (
@@ -340,6 +460,9 @@ BEGIN
     RAISE EXCEPTION 'Backstop cannot undo request %: %', request_id, refusal
       USING ERRCODE = 'BS006', HINT = 'SELECT * FROM backstop.restores WHERE request_id = ' || request_id || ';';
   END;
+  -- Given back at once: _await_restore opens its own (nothing of the caller's runs in between,
+  -- but the caller may call this function alone).
+  PERFORM backstop._loopback_release();
   RETURN id;
 END
 $fn$;
@@ -489,7 +612,7 @@ $fn$;
 -- tables, views, materialized views, sequences, indexes and types, all owned by the agent role
 -- that staged them, no rules but views' own, and nothing in it refers to an object (function,
 -- type, operator, collation, table …) that a member of backstop_agent owns outside it.
-CREATE FUNCTION backstop._staging_refusal(staging oid, agent_role text) RETURNS text
+CREATE FUNCTION backstop._staging_refusal(staging oid, agent_role text, allowed_functions oid[]) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
@@ -528,11 +651,12 @@ BEGIN
   IF found IS NULL THEN
     -- A view runs with its owner's rights: one owned by someone else may not read, for the agent,
     -- what the agent could not read itself.
+    -- (Read from the rule's tree: system catalogs are pinned, no pg_depend row names them.)
     SELECT format('view %s reads %s, which the agent role %s may not read itself', c.relname, rc.oid::regclass, agent_role) INTO found
       FROM pg_class c
       JOIN pg_rewrite w ON w.ev_class = c.oid
-      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid AND d.refclassid = 'pg_class'::regclass
-      JOIN pg_class rc ON rc.oid = d.refobjid
+      CROSS JOIN LATERAL regexp_matches(w.ev_action::text, ':relid (\d+)', 'g') AS m
+      JOIN pg_class rc ON rc.oid = m[1]::oid
      WHERE c.relnamespace = staging AND c.relkind IN ('v', 'm') AND rc.relnamespace <> staging
        AND (NOT has_table_privilege(agent_role, rc.oid, 'SELECT')
             OR (rc.relrowsecurity AND pg_get_userbyid(rc.relowner) <> agent_role
@@ -541,6 +665,16 @@ BEGIN
   END IF;
   IF found IS NOT NULL THEN
     RETURN format('staged %s', found);
+  END IF;
+  -- What staged definitions call: only what the dropped objects called, or inert built-ins.
+  SELECT format('something staged calls %s, which %s did not', f::regprocedure,
+                CASE WHEN cardinality(allowed_functions) = 0 THEN 'nothing recorded for it' ELSE 'the objects it restores' END) INTO found
+    FROM unnest(backstop._functions_called_by(ARRAY(SELECT c.oid FROM pg_class c WHERE c.relnamespace = staging))
+                || ARRAY(SELECT unnest(backstop._functions_in(k.conbin::text)) FROM pg_constraint k WHERE k.connamespace = staging)) AS f
+   WHERE f <> ALL (allowed_functions) AND NOT backstop._is_inert_builtin(f)
+   LIMIT 1;
+  IF found IS NOT NULL THEN
+    RETURN found;
   END IF;
   -- Everything staged, with what hangs off it (defaults, constraints, triggers, policies, view
   -- rules, indexes), and what each depends on.
@@ -821,8 +955,8 @@ BEGIN
 END
 $fn$;
 
--- The tables (schema.table, as %I.%I) the restore may put back: the before-images of the
--- request (undo), or the one table the restore was asked for.
+
+
 CREATE FUNCTION backstop._restorable_tables(restore backstop.restore_log) RETURNS text[]
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, backstop, pg_temp
@@ -831,9 +965,8 @@ AS $fn$
     WHEN restore.kind = 'restore' AND restore.into_table IS NOT NULL THEN ARRAY[format('%I.%I', restore.into_schema, restore.into_table)]
     WHEN restore.kind = 'restore' THEN ARRAY(SELECT format('%I.%I', s.schema_name, s.table_name) FROM backstop.snapshot_catalog s
                                               WHERE s.snapshot_id = restore.snapshot_id)
-    ELSE ARRAY(SELECT format('%I.%I', s.schema_name, s.table_name) FROM backstop.snapshot_catalog s
-                WHERE s.request_id = restore.request_id
-                   OR s.snapshot_id = ANY (coalesce((SELECT r.snapshot_ids FROM backstop.request_log r WHERE r.id = restore.request_id), '{}')))
+    -- The request's targets: names the server resolved from the tables themselves.
+    ELSE coalesce((SELECT r.targets FROM backstop.request_log r WHERE r.id = restore.request_id), '{}')
   END
 $fn$;
 
@@ -871,6 +1004,25 @@ BEGIN
 END
 $fn$;
 
+-- The functions what a restore stages may call (beside inert built-ins): for an undo, those the
+-- request's tables called when the statement ran (recorded by _consume); for a restore of a
+-- snapshot, those of its table as it is now, or of the request its before-image was taken for.
+CREATE FUNCTION backstop._functions_restore_may_call(restore backstop.restore_log) RETURNS oid[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+  SELECT coalesce(array_agg(DISTINCT f), '{}') FROM (
+    SELECT unnest(c.called_functions) FROM backstop.request_consumptions c
+     WHERE c.request_id = coalesce(restore.request_id,
+                                   (SELECT s.request_id FROM backstop.snapshot_catalog s WHERE s.snapshot_id = restore.snapshot_id))
+    UNION ALL
+    SELECT unnest(backstop._functions_called_by(backstop._relations_with_dependents(ARRAY(
+             SELECT c.oid FROM backstop.snapshot_catalog s
+               JOIN pg_namespace n ON n.nspname = s.schema_name JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.table_name
+              WHERE s.snapshot_id = restore.snapshot_id))))
+  ) AS allowed(f)
+$fn$;
+
 -- The privileged step of an undo or restore: check what the agent staged, then move every
 -- staged object into place with its owner, in the caller's transaction (so nothing is in place
 -- unless the whole undo commits). Only the session that asked, while it still waits, and only
@@ -897,7 +1049,7 @@ BEGIN
   IF staging IS NULL THEN
     RAISE EXCEPTION 'the staging schema of restore % is gone', restore_id USING ERRCODE = 'BS010';
   END IF;
-  refusal := backstop._staging_refusal(staging, restore.agent_role);
+  refusal := backstop._staging_refusal(staging, restore.agent_role, backstop._functions_restore_may_call(restore));
   IF refusal IS NOT NULL THEN
     RAISE EXCEPTION 'Backstop refused to adopt what the agent staged for restore %: %', restore_id, refusal
       USING ERRCODE = 'BS010', HINT = 'nothing was changed; check the agent (its role must stage only copies of snapshots)';
@@ -1203,8 +1355,9 @@ BEGIN
           JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
          WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = relid AND d.deptype IN ('a', 'i')
       LOOP
-        EXECUTE format('SELECT setval(%L, m.v) FROM (SELECT max(%I)::bigint AS v FROM %s) AS m, %s AS s
-                         WHERE m.v IS NOT NULL AND s.increment_by > 0 AND (m.v > s.last_value OR NOT s.is_called)',
+        EXECUTE format('SELECT setval(%L, m.v) FROM (SELECT max(%I)::bigint AS v FROM %s) AS m, pg_sequence q
+                         WHERE q.seqrelid = %L::regclass AND q.seqincrement > 0 AND m.v IS NOT NULL
+                           AND m.v > coalesce(pg_sequence_last_value(q.seqrelid), q.seqmin - 1)',
                        sequence_name, sequence_column, target, sequence_name);
       END LOOP;
       RETURN ARRAY[format('%s rows put back into %s', image_rows, target)];
@@ -1524,6 +1677,7 @@ BEGIN
   IF NOT backstop._is_agent() THEN
     RAISE EXCEPTION 'only the Backstop agent discards stagings' USING ERRCODE = 'BS006';
   END IF;
+  PERFORM pg_stat_clear_snapshot();  -- whose transactions still run, as of now (_is_abandoned)
   FOR restore IN
     SELECT * FROM backstop.restore_log l
      WHERE l.staging_schema IS NOT NULL
@@ -1532,7 +1686,7 @@ BEGIN
      ORDER BY l.id
   LOOP
     IF restore.status = 'staged' THEN
-      IF EXISTS (SELECT FROM pg_stat_activity a WHERE a.pid = restore.requester_pid AND a.xact_start = restore.requester_xact) THEN
+      IF NOT backstop._is_abandoned(restore) THEN
         CONTINUE;  -- its session still waits or adopts, in the transaction that asked
       END IF;
       UPDATE backstop.restore_log l
@@ -1561,11 +1715,13 @@ COMMENT ON FUNCTION backstop.agent_discard_stagings() IS 'Agent: drop staging sc
 
 REVOKE ALL ON backstop.restore_log, backstop.undo_permits FROM PUBLIC;
 GRANT SELECT ON backstop.restores, backstop.restore_log TO PUBLIC;
-REVOKE ALL ON FUNCTION backstop._staging_schema(bigint), backstop._is_staging_schema(text), backstop._is_callers_restore(backstop.restore_log),
+REVOKE ALL ON FUNCTION backstop._staging_schema(bigint), backstop._is_staging_schema(text), backstop._is_abandoned(backstop.restore_log), backstop._is_callers_restore(backstop.restore_log),
                        backstop._refuse_unless_restorer(text), backstop._undo_refusal(bigint),
                        backstop._file_restore(text, bigint, text, text, text), backstop._no_stager_reason(bigint),
                        backstop._fail_restore(bigint, text, text), backstop._await_restore(bigint),
-                       backstop._may_become(text), backstop._staging_refusal(oid, text), backstop._free_name(text, text, bigint),
+                       backstop._may_become(text), backstop._staging_refusal(oid, text, oid[]),
+                       backstop._functions_in(text), backstop._functions_called_by(oid[]), backstop._relations_with_dependents(oid[]),
+                       backstop._is_inert_builtin(oid), backstop._functions_restore_may_call(backstop.restore_log), backstop._free_name(text, text, bigint),
                        backstop._may_create_in(text), backstop._make_room_for(oid, text, text, bigint), backstop._owner_for(text, text, boolean, OUT text, OUT text), backstop._adopt_schema(jsonb, backstop.restore_log), backstop._adopt_object(jsonb, text, bigint, OUT text, OUT text),
                        backstop._adopt_staged(bigint), backstop._adopt_image_beside(bigint, text, oid),
                        backstop._finish_restore(bigint, text), backstop._permit_undo_rewrite(bigint, oid, integer),

@@ -60,6 +60,8 @@ export interface LiveTable {
   name: QualifiedName;
   /** Primary key (or unique replica identity) columns, in order; empty when there is none. */
   key: string[];
+  /** A partitioned table holds no rows of its own: its partitions have their own images. */
+  partitioned?: boolean;
 }
 
 /** One object the caller's statement moves into place (see backstop._adopt_object). */
@@ -230,7 +232,9 @@ export function planStaging(claim: ClaimedRestore, manifests: Manifest[], live: 
     }
     return found;
   };
-  const items = (request.coverage ?? []).filter((item) => item.kind !== 'drop table');
+  // A partitioned table's rows are in its partitions, each covered (and imaged) on its own.
+  const items = (request.coverage ?? []).filter((item) => item.kind !== 'drop table')
+    .filter((item) => !(item.kind === 'truncate' && live.find((t) => t.relid === Number(item.relid))?.partitioned));
   for (const item of items) {
     const relid = Number(item.relid);
     const manifest = manifestFor(relid);
@@ -294,8 +298,8 @@ async function manifestsOf(options: StageOptions, claim: ClaimedRestore): Promis
 async function liveTables(client: pg.ClientBase, claim: ClaimedRestore): Promise<LiveTable[]> {
   const relids = (claim.request?.coverage ?? []).map((item) => Number(item.relid));
   if (relids.length === 0) return [];
-  const { rows } = await client.query<{ relid: string; schema: string; table: string; key: string[] | null }>(
-    `SELECT c.oid::int8::text AS relid, n.nspname AS schema, c.relname AS table,
+  const { rows } = await client.query<{ relid: string; schema: string; table: string; key: string[] | null; partitioned: boolean }>(
+    `SELECT c.oid::int8::text AS relid, n.nspname AS schema, c.relname AS table, c.relkind = 'p' AS partitioned,
             (SELECT array_agg(a.attname::text ORDER BY k.ord)
                FROM (SELECT i.indexrelid, i.indkey FROM pg_catalog.pg_index i
                       WHERE i.indrelid = c.oid AND (i.indisprimary OR (i.indisreplident AND i.indisunique))
@@ -307,7 +311,7 @@ async function liveTables(client: pg.ClientBase, claim: ClaimedRestore): Promise
       WHERE c.oid = ANY ($1::oid[])`,
     [relids],
   );
-  return rows.map((row) => ({ relid: Number(row.relid), name: { schema: row.schema, table: row.table }, key: row.key ?? [] }));
+  return rows.map((row) => ({ relid: Number(row.relid), name: { schema: row.schema, table: row.table }, key: row.key ?? [], partitioned: row.partitioned }));
 }
 
 /** At most one progress write per interval (they are for the NOTICE a person reads). */
@@ -372,8 +376,9 @@ export async function stageRestore(options: StageOptions, claim: ClaimedRestore)
       verifiedBy = [...new Set(restored.tables.map((table) => table.verifiedBy ?? 'content hash'))].join(', ');
       // Foreign keys the agent could not add (they point at tables outside the staging schema,
       // on which it has no REFERENCES right) are re-added by the caller after adoption.
-      for (const [index, table] of restored.tables.entries()) {
-        const item = plan.items[index]!;
+      // restoreItems restores referenced tables first: match each result to its item by target.
+      for (const table of restored.tables) {
+        const item = plan.items.find((candidate) => candidate.target.table === table.target.table)!;
         if (item.bare) continue;
         const object = plan.objects.find((o) => o.kind === 'table' && o.staged === item.target.table)!;
         for (const skipped of table.skippedForeignKeys) {
