@@ -57,6 +57,8 @@ CREATE TABLE backstop.restore_log (
   agent_id       text,
   agent_role     text,
   staging_schema text,
+  -- The staging schema as created by agent_claim_restore: only that very schema is ever dropped.
+  staging_oid    oid,
   -- What the agent staged (see backstop.agent_staged): replayed only through the checks below.
   staged         jsonb,
   rows_total     bigint,
@@ -89,12 +91,6 @@ SELECT l.id, l.kind, l.request_id, l.snapshot_id,
        coalesce(l.finished_at, clock_timestamp()) - l.requested_at AS duration
   FROM backstop.restore_log l;
 COMMENT ON VIEW backstop.restores IS 'Backstop undos and restores: who asked, what, when, status, rows, verification, error';
-
--- The staging schema of restore `restore_id`.
-CREATE FUNCTION backstop._staging_schema(restore_id bigint) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT
-SET search_path = pg_catalog, backstop, pg_temp
-AS $$ SELECT 'backstop_restore_' || restore_id $$;
 
 -- Is this schema, now, where a restore is being staged (or was, and is not yet discarded)? Only
 -- the agent creates objects there. Known by the restore log, never by the name alone: a schema
@@ -1130,8 +1126,8 @@ BEGIN
                              WHERE s->>'name' = restore.staging_schema);
   -- The staging schema holds only the images now (dropped while it is still a staging schema,
   -- which the guard lets go); an undo of DROP SCHEMA adopted it instead.
-  IF NOT adopted_schema THEN
-    EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', restore.staging_schema);
+  IF NOT adopted_schema AND EXISTS (SELECT FROM pg_namespace n WHERE n.oid = restore.staging_oid AND n.nspname = restore.staging_schema) THEN
+    EXECUTE format('DROP SCHEMA %I CASCADE', restore.staging_schema);
   END IF;
   UPDATE backstop.restore_log l SET status = 'done', summary = _finish_restore.summary, finished_at = clock_timestamp()
    WHERE l.id = restore_id;
@@ -1570,15 +1566,32 @@ AS $fn$
 DECLARE
   restore backstop.restore_log;
   request backstop.request_log;
-  staging text := backstop._staging_schema(restore_id);
+  previous text;
+  -- Not guessable: nobody can create it first and have Backstop take it for its own.
+  staging text := format('backstop_restore_%s_%s', restore_id, substr(md5(random()::text || clock_timestamp()::text), 1, 8));
   dropped_schemas text[];
 BEGIN
   IF NOT backstop._is_agent() THEN
     RAISE EXCEPTION 'only the Backstop agent stages restores' USING ERRCODE = 'BS006';
   END IF;
+  SELECT * INTO restore FROM backstop.restore_log l
+   WHERE l.id = restore_id
+     AND (l.status = 'pending'
+          OR (l.status = 'staging' AND (l.agent_id = agent_claim_restore.agent_id
+                                        OR NOT EXISTS (SELECT FROM backstop.agents a WHERE a.agent_id = l.agent_id AND a.connected))))
+     FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  -- A takeover starts afresh (an agent's staging commits all at once or not at all): the schema
+  -- the previous claim created goes, known by its oid, never by its name alone.
+  SELECT n.nspname INTO previous FROM pg_namespace n WHERE n.oid = restore.staging_oid;
+  IF previous IS NOT NULL THEN
+    EXECUTE format('DROP SCHEMA %I CASCADE', previous);
+  END IF;
   -- An undo of DROP SCHEMA stages in a schema of that name (free: it was dropped), so that the
   -- types and defaults that name it resolve; the caller's statement adopts the schema itself.
-  SELECT r.* INTO request FROM backstop.restore_log l JOIN backstop.request_log r ON r.id = l.request_id WHERE l.id = restore_id;
+  SELECT r.* INTO request FROM backstop.request_log r WHERE r.id = restore.request_id;
   IF request.command_tag = 'DROP SCHEMA' THEN
     dropped_schemas := ARRAY(SELECT DISTINCT (parse_ident(t))[1] FROM unnest(request.targets) AS t);
     IF cardinality(dropped_schemas) = 1
@@ -1589,20 +1602,12 @@ BEGIN
   END IF;
   UPDATE backstop.restore_log l
      SET status = 'staging', agent_id = agent_claim_restore.agent_id, agent_role = session_user,
-         staging_schema = staging, started_at = clock_timestamp()
-   WHERE l.id = restore_id
-     AND (l.status = 'pending'
-          OR (l.status = 'staging' AND (l.agent_id = agent_claim_restore.agent_id
-                                        OR NOT EXISTS (SELECT FROM backstop.agents a WHERE a.agent_id = l.agent_id AND a.connected))))
-  RETURNING * INTO restore;
-  IF NOT FOUND THEN
-    RETURN NULL;
-  END IF;
-  -- A takeover starts from an empty schema (an agent's staging commits all at once or not at all).
-  IF EXISTS (SELECT FROM pg_namespace n WHERE n.nspname = staging) THEN
-    EXECUTE format('DROP SCHEMA %I CASCADE', staging);
-  END IF;
+         staging_schema = staging, staging_oid = NULL, started_at = clock_timestamp()
+   WHERE l.id = restore_id;
   EXECUTE format('CREATE SCHEMA %I', staging);
+  UPDATE backstop.restore_log l SET staging_oid = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = staging)
+   WHERE l.id = restore_id
+  RETURNING * INTO restore;
   EXECUTE format('COMMENT ON SCHEMA %I IS %L', staging, format('Backstop: %s %s being staged; adopted or dropped when it ends', restore.kind, restore.id));
   EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO %I', staging, session_user);
   IF EXISTS (SELECT FROM pg_roles r WHERE r.rolname = restore.requested_by) THEN
@@ -1610,7 +1615,7 @@ BEGIN
   END IF;
   RETURN jsonb_build_object(
     'restore', to_jsonb(restore),
-    'request', (SELECT to_jsonb(r) FROM backstop.request_log r WHERE r.id = restore.request_id),
+    'request', to_jsonb(request),
     'consumption', (SELECT to_jsonb(c) FROM backstop.request_consumptions c WHERE c.request_id = restore.request_id));
 END
 $fn$;
@@ -1694,9 +1699,10 @@ BEGIN
              finished_at = clock_timestamp()
        WHERE l.id = restore.id AND l.status = 'staged';
     END IF;
-    IF backstop._is_staging_schema(restore.staging_schema) THEN
+    IF backstop._is_staging_schema(restore.staging_schema)
+       AND EXISTS (SELECT FROM pg_namespace n WHERE n.oid = restore.staging_oid AND n.nspname = restore.staging_schema) THEN
       BEGIN
-        EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', restore.staging_schema);
+        EXECUTE format('DROP SCHEMA %I CASCADE', restore.staging_schema);
         UPDATE backstop.restore_log l SET discarded_at = clock_timestamp() WHERE l.id = restore.id;
         discarded := discarded + 1;
       EXCEPTION WHEN OTHERS THEN
@@ -1715,7 +1721,7 @@ COMMENT ON FUNCTION backstop.agent_discard_stagings() IS 'Agent: drop staging sc
 
 REVOKE ALL ON backstop.restore_log, backstop.undo_permits FROM PUBLIC;
 GRANT SELECT ON backstop.restores, backstop.restore_log TO PUBLIC;
-REVOKE ALL ON FUNCTION backstop._staging_schema(bigint), backstop._is_staging_schema(text), backstop._is_abandoned(backstop.restore_log), backstop._is_callers_restore(backstop.restore_log),
+REVOKE ALL ON FUNCTION backstop._is_staging_schema(text), backstop._is_abandoned(backstop.restore_log), backstop._is_callers_restore(backstop.restore_log),
                        backstop._refuse_unless_restorer(text), backstop._undo_refusal(bigint),
                        backstop._file_restore(text, bigint, text, text, text), backstop._no_stager_reason(bigint),
                        backstop._fail_restore(bigint, text, text), backstop._await_restore(bigint),

@@ -48,8 +48,15 @@ export class RestoreServer {
       const next = rows.find((row) => !tried.has(row.id));
       if (!next) return;
       tried.add(next.id);
-      const claimed = await pool.query<{ claim: ClaimedRestore | null }>('SELECT backstop.agent_claim_restore($1, $2) AS claim', [next.id, agentId]);
-      const claim = claimed.rows[0]?.claim;
+      let claim: ClaimedRestore | null | undefined;
+      try {
+        claim = (await pool.query<{ claim: ClaimedRestore | null }>('SELECT backstop.agent_claim_restore($1, $2) AS claim', [next.id, agentId])).rows[0]?.claim;
+      } catch (error) {
+        // The waiting session hears of it at once instead of waiting out wait_timeout.
+        logger.warn('restore could not be claimed', { event: 'restore.failed', restore_id: next.id, error: describeError(error) });
+        await pool.query('SELECT backstop.agent_fail_restore($1, $2, $3, $4)', [next.id, agentId, `the agent could not take it: ${describeError(error)}`, null]);
+        continue;
+      }
       if (!claim) continue;
       await this.stage(claim, signal);
     }

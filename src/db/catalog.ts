@@ -156,7 +156,7 @@ export async function listUserTables(client: pg.ClientBase, options: ListUserTab
         AND n.nspname <> ALL ($1::text[])
         AND n.nspname NOT LIKE 'pg\\_temp\\_%'
         AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
-        AND n.nspname !~ '^backstop_restore_[0-9]+$'
+        AND n.nspname !~ '^backstop_restore_[0-9]+_[0-9a-f]{8}$'
         AND ($2::text[] IS NULL OR n.nspname = ANY ($2::text[]))
       ORDER BY n.nspname, c.relname`,
     [SYSTEM_SCHEMAS, options.schemas ?? null],
