@@ -10,6 +10,7 @@ import type pg from 'pg';
 import { NotFoundError } from '../errors/index.js';
 import { readAttachments, type TableAttachments } from './attachments.js';
 import { describeSurroundings, type DependentView, type ReferencingKey, type SchemaDefinition, type TypeDefinition } from './dependents.js';
+import { FOREIGN_KEY_PARTS_SQL, foreignKeyActions } from './foreign-keys.js';
 import { quoteIdent, quoteQualified, type QualifiedName } from './identifiers.js';
 
 export interface ColumnDefinition {
@@ -273,19 +274,7 @@ async function readConstraints(client: pg.ClientBase, oid: number): Promise<Cons
   const { rows } = await client.query(
     `SELECT con.conname AS name, con.contype::text AS type, pg_catalog.pg_get_constraintdef(con.oid) AS definition,
             rn.nspname AS ref_schema, rc.relname AS ref_table,
-            ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
-                    JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord)::text[] AS columns,
-            ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
-                    JOIN pg_catalog.pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord)::text[] AS ref_columns,
-            CASE WHEN con.contype = 'f' THEN
-              'FOREIGN KEY (' || (SELECT string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.ord)
-                                    FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
-                                    JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num)
-              || ') REFERENCES ' || pg_catalog.quote_ident(rn.nspname) || '.' || pg_catalog.quote_ident(rc.relname)
-              || '(' || (SELECT string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.ord)
-                           FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
-                           JOIN pg_catalog.pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num) || ')'
-            END AS fk_prefix
+            ${FOREIGN_KEY_PARTS_SQL}
        FROM pg_catalog.pg_constraint con
        LEFT JOIN pg_catalog.pg_class rc ON rc.oid = con.confrelid
        LEFT JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
@@ -296,14 +285,12 @@ async function readConstraints(client: pg.ClientBase, oid: number): Promise<Cons
   return rows.map((row) => {
     let references: ForeignKeyReference | null = null;
     if (row.type === 'f') {
-      const definition: string = row.definition;
-      if (!definition.startsWith(row.fk_prefix)) throw new Error(`unexpected foreign key definition for ${row.name}: ${definition}`);
       references = {
         schema: row.ref_schema,
         table: row.ref_table,
         columns: row.columns,
-        referencedColumns: row.ref_columns,
-        actions: definition.slice(row.fk_prefix.length),
+        referencedColumns: row.referenced_columns,
+        actions: foreignKeyActions(row.name, row.definition, row.fk_prefix),
       };
     }
     return { name: row.name, type: row.type, definition: row.definition, references };

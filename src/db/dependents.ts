@@ -15,6 +15,7 @@
  * checks afterwards that each view reads the same relations it read when it was captured.
  */
 import type pg from 'pg';
+import { FOREIGN_KEY_PARTS_SQL, foreignKeyActions } from './foreign-keys.js';
 import type { QualifiedName } from './identifiers.js';
 
 /** One privilege of an ACL (aclexplode), in the ACL's order. `grantee` null is PUBLIC. */
@@ -326,18 +327,8 @@ async function readReferencingKeys(client: pg.ClientBase, oid: number): Promise<
   // constraint as declared, not its clones on partitions.
   const { rows } = await client.query(
     `SELECT n.nspname AS schema, c.relname AS table, con.conname AS name,
-            ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
-                    JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord)::text[] AS columns,
-            ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
-                    JOIN pg_catalog.pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord)::text[] AS referenced_columns,
             pg_catalog.pg_get_constraintdef(con.oid) AS definition,
-            'FOREIGN KEY (' || (SELECT string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.ord)
-                                  FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
-                                  JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num)
-            || ') REFERENCES ' || pg_catalog.quote_ident(rn.nspname) || '.' || pg_catalog.quote_ident(rc.relname)
-            || '(' || (SELECT string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.ord)
-                         FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
-                         JOIN pg_catalog.pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num) || ')' AS prefix,
+            ${FOREIGN_KEY_PARTS_SQL},
             pg_catalog.obj_description(con.oid, 'pg_constraint') AS comment
        FROM pg_catalog.pg_constraint con
        JOIN pg_catalog.pg_class c ON c.oid = con.conrelid
@@ -349,14 +340,13 @@ async function readReferencingKeys(client: pg.ClientBase, oid: number): Promise<
     [oid],
   );
   return rows.map((row) => {
-    if (!(row.definition as string).startsWith(row.prefix)) throw new Error(`unexpected foreign key definition for ${row.name}: ${row.definition}`);
     return {
       schema: row.schema,
       table: row.table,
       name: row.name,
       columns: row.columns,
       referencedColumns: row.referenced_columns,
-      actions: (row.definition as string).slice(row.prefix.length),
+      actions: foreignKeyActions(row.name, row.definition, row.fk_prefix),
       comment: row.comment,
     };
   });
