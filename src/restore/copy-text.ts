@@ -14,7 +14,7 @@
  *   DuckDB prints it;
  *   booleans become t/f and blobs lower-case `\x` hex.
  */
-import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
+import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import type net from 'node:net';
 import os from 'node:os';
 import type { Readable } from 'node:stream';
@@ -91,7 +91,21 @@ export interface ParquetCopyReader {
    * stops DuckDB.
    */
   stream(workDir: string): Promise<Readable>;
-  /** Stop DuckDB (if still writing) and release it. */
+  /** Stop DuckDB (if still writing) and release the reader (its renderer stays open). */
+  close(): Promise<void>;
+}
+
+/**
+ * A DuckDB instance ready to render COPY text: the module loaded, the instance created, the
+ * session set up. Nothing of it reads a data file, so a restore starts it while the files' SHA-256
+ * is still being checked and the files are opened only once they passed (restore.ts): that takes
+ * DuckDB's start-up (about 50 ms of the CLI's fixed cost, BENCHMARKS.md) off the path before the
+ * first row. One reader at a time.
+ */
+export interface CopyRenderer {
+  /** A reader of one snapshot's rows: its data file, or its main file and its parts (read as one relation). */
+  open(file: string | string[], columns: CopyColumn[]): Promise<ParquetCopyReader>;
+  /** Close the instance (after the reader is closed); idempotent. */
   close(): Promise<void>;
 }
 
@@ -101,78 +115,151 @@ export interface ParquetCopyReader {
  */
 const READER_THREADS = 1;
 
-export async function openParquetCopyReader(file: string | string[], columns: CopyColumn[]): Promise<ParquetCopyReader> {
-  // One data file, or a snapshot's main file and its parts: DuckDB reads a list as one relation.
-  const files = typeof file === 'string' ? duckdbString(file) : `[${file.map(duckdbString).join(', ')}]`;
+interface DuckDBSession {
+  instance: DuckDBInstance;
+  connection: DuckDBConnection;
+}
+
+async function startSession(): Promise<DuckDBSession> {
+  // Imported here, not at the top: loading DuckDB's native library is the largest piece of the
+  // restore command's start-up, and here it runs beside the checksum instead of before it.
+  const { DuckDBInstance } = await import('@duckdb/node-api');
   const instance = await DuckDBInstance.create(':memory:', { threads: String(READER_THREADS), temp_directory: os.tmpdir() });
-  let connection: DuckDBConnection | undefined;
   try {
-    connection = await instance.connect();
-    await connection.run(`SET TimeZone = 'UTC'`);
-    for (const macro of FLOAT_TEXT_MACROS) await connection.run(macro);
-    // Each thread decodes a whole row group; wide rows make big ones (capture aims at 64 MB but
-    // never writes fewer than 2048 rows to a group). Room for that, and no more.
-    const groups = await connection.runAndReadAll(
-      `SELECT coalesce(max(bytes), 0)::BIGINT AS largest FROM (SELECT sum(total_uncompressed_size) AS bytes FROM parquet_metadata(${files}) GROUP BY file_name, row_group_id)`,
-    );
-    const largestRowGroup = Number(groups.getRowsJS()[0]![0]);
-    const memoryLimitMb = Math.max(MIN_MEMORY_LIMIT_MB, Math.ceil((READER_THREADS * 3 * largestRowGroup) / MB) + 128);
-    await connection.run(`SET memory_limit = '${memoryLimitMb}MB'`);
-    const source = `read_parquet(${files})`;
-    const described = await connection.runAndReadAll(`DESCRIBE SELECT * FROM ${source}`);
-    const types = new Map(described.getRowObjectsJS().map((row) => [String(row.column_name), String(row.column_type)]));
-    const fields = columns.map((column) => {
-      const duckType = types.get(column.parquetName);
-      if (duckType === undefined) {
-        throw new SnapshotError(`the snapshot file has no column "${column.parquetName}"`, {
-          hint: 'the snapshot file does not match its manifest; verify it with backstop verify or pick another snapshot',
-        });
-      }
-      return renderExpression(column, duckType);
-    });
-    if (fields.length === 0) throw new SnapshotError('a COPY needs at least one column', { hint: 'this is a bug in Backstop; report it' });
-    const sql = `SELECT ${fields.map((field, index) => `${field} AS c${index}`).join(', ')} FROM ${source}`;
-    const conn = connection;
-    let pipe: net.Socket | undefined;
-    let writing: Promise<unknown> | undefined;
-    return {
-      sql,
-      async rowCount() {
-        const reader = await conn.runAndReadAll(`SELECT count(*)::BIGINT AS n FROM ${source}`);
-        return Number(reader.getRowsJS()[0]![0]);
-      },
-      async stream(workDir: string) {
-        if (writing) throw new SnapshotError('the rows of a snapshot file can be streamed once per reader');
-        const fifo = await createNamedPipe(workDir, 'rows.copy');
-        const reader = openPipeReader(fifo);
-        pipe = reader.stream;
-        const stream = reader.stream;
-        // Fields already escaped for COPY, so DuckDB's writer must not quote: tab-separated, \N for NULL.
-        // (Measured: 0.77 CPU-s per 1M rows, against 0.92 s building each line in SQL.)
-        writing = conn.run(`COPY (${sql}) TO ${duckdbString(fifo)} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\t', NULLSTR '\\N')`).then(
-          () => reader.release(),
-          (error: unknown) => {
-            reader.release();
-            stream.destroy(new SnapshotError(`DuckDB could not render the snapshot's rows: ${describeError(error)}`, {
-              cause: error,
-              hint: 'verify the snapshot (backstop verify); if it is intact, report this with its manifest',
-            }));
-          },
-        );
-        return stream;
-      },
-      async close() {
-        // With our end gone, a DuckDB blocked writing into the pipe fails with EPIPE and stops.
-        pipe?.destroy();
-        conn.interrupt();
-        await writing;
-        conn.closeSync();
-        instance.closeSync();
-      },
-    };
+    const connection = await instance.connect();
+    try {
+      await connection.run(`SET TimeZone = 'UTC'`);
+      for (const macro of FLOAT_TEXT_MACROS) await connection.run(macro);
+      return { instance, connection };
+    } catch (error) {
+      connection.closeSync();
+      throw error;
+    }
   } catch (error) {
-    connection?.closeSync();
     instance.closeSync();
     throw error;
   }
+}
+
+export function startCopyRenderer(): CopyRenderer {
+  const starting = startSession();
+  // A failure is reported by open(); until then (or if the restore stops before it) it is not unhandled.
+  starting.catch(() => {});
+  let reading = false;
+  let closed = false;
+  return {
+    async open(file, columns) {
+      if (closed) throw new SnapshotError('the COPY renderer is closed', { hint: 'this is a bug in Backstop; report it' });
+      if (reading) throw new SnapshotError('the COPY renderer reads one snapshot file at a time', { hint: 'this is a bug in Backstop; report it' });
+      const { connection } = await starting;
+      reading = true;
+      try {
+        const reader = await openReader(connection, file, columns);
+        return {
+          ...reader,
+          async close() {
+            await reader.close();
+            reading = false;
+          },
+        };
+      } catch (error) {
+        reading = false;
+        throw error;
+      }
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      const session = await starting.catch(() => undefined);
+      session?.connection.closeSync();
+      session?.instance.closeSync();
+    },
+  };
+}
+
+/** A reader with a DuckDB instance of its own, closed with it (where nothing ran ahead of the file check). */
+export async function openParquetCopyReader(file: string | string[], columns: CopyColumn[]): Promise<ParquetCopyReader> {
+  const renderer = startCopyRenderer();
+  try {
+    const reader = await renderer.open(file, columns);
+    return {
+      ...reader,
+      async close() {
+        try {
+          await reader.close();
+        } finally {
+          await renderer.close();
+        }
+      },
+    };
+  } catch (error) {
+    await renderer.close();
+    throw error;
+  }
+}
+
+async function openReader(conn: DuckDBConnection, file: string | string[], columns: CopyColumn[]): Promise<ParquetCopyReader> {
+  // One data file, or a snapshot's main file and its parts: DuckDB reads a list as one relation.
+  const files = typeof file === 'string' ? duckdbString(file) : `[${file.map(duckdbString).join(', ')}]`;
+  // Each thread decodes a whole row group; wide rows make big ones (capture aims at 64 MB but
+  // never writes fewer than 2048 rows to a group). Room for that, and no more.
+  const groups = await conn.runAndReadAll(
+    `SELECT coalesce(max(bytes), 0)::BIGINT AS largest FROM (SELECT sum(total_uncompressed_size) AS bytes FROM parquet_metadata(${files}) GROUP BY file_name, row_group_id)`,
+  );
+  const largestRowGroup = Number(groups.getRowsJS()[0]![0]);
+  const memoryLimitMb = Math.max(MIN_MEMORY_LIMIT_MB, Math.ceil((READER_THREADS * 3 * largestRowGroup) / MB) + 128);
+  await conn.run(`SET memory_limit = '${memoryLimitMb}MB'`);
+  const source = `read_parquet(${files})`;
+  const described = await conn.runAndReadAll(`DESCRIBE SELECT * FROM ${source}`);
+  const types = new Map(described.getRowObjectsJS().map((row) => [String(row.column_name), String(row.column_type)]));
+  const fields = columns.map((column) => {
+    const duckType = types.get(column.parquetName);
+    if (duckType === undefined) {
+      throw new SnapshotError(`the snapshot file has no column "${column.parquetName}"`, {
+        hint: 'the snapshot file does not match its manifest; verify it with backstop verify or pick another snapshot',
+      });
+    }
+    return renderExpression(column, duckType);
+  });
+  if (fields.length === 0) throw new SnapshotError('a COPY needs at least one column', { hint: 'this is a bug in Backstop; report it' });
+  const sql = `SELECT ${fields.map((field, index) => `${field} AS c${index}`).join(', ')} FROM ${source}`;
+  let pipe: net.Socket | undefined;
+  let writing: Promise<unknown> | undefined;
+  let written = false;
+  return {
+    sql,
+    async rowCount() {
+      const reader = await conn.runAndReadAll(`SELECT count(*)::BIGINT AS n FROM ${source}`);
+      return Number(reader.getRowsJS()[0]![0]);
+    },
+    async stream(workDir: string) {
+      if (writing) throw new SnapshotError('the rows of a snapshot file can be streamed once per reader');
+      const fifo = await createNamedPipe(workDir, 'rows.copy');
+      const reader = openPipeReader(fifo);
+      pipe = reader.stream;
+      const stream = reader.stream;
+      // Fields already escaped for COPY, so DuckDB's writer must not quote: tab-separated, \N for NULL.
+      // (Measured: 0.77 CPU-s per 1M rows, against 0.92 s building each line in SQL.)
+      writing = conn.run(`COPY (${sql}) TO ${duckdbString(fifo)} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\t', NULLSTR '\\N')`).then(
+        () => reader.release(),
+        (error: unknown) => {
+          reader.release();
+          stream.destroy(new SnapshotError(`DuckDB could not render the snapshot's rows: ${describeError(error)}`, {
+            cause: error,
+            hint: 'verify the snapshot (backstop verify); if it is intact, report this with its manifest',
+          }));
+        },
+      ).finally(() => {
+        written = true;
+      });
+      return stream;
+    },
+    async close() {
+      // With our end gone, a DuckDB blocked writing into the pipe fails with EPIPE and stops.
+      pipe?.destroy();
+      // Only a query still running is interrupted: the connection serves the next reader.
+      if (writing && !written) conn.interrupt();
+      await writing;
+    },
+  };
 }

@@ -11,7 +11,7 @@ import { SnapshotError } from '../errors/index.js';
 import type { ProgressReporter } from '../log/progress.js';
 import type { Manifest } from '../snapshot/manifest.js';
 import { RowHasher, hashingStream, type RowHashResult } from '../snapshot/row-hash/row-hasher.js';
-import { openParquetCopyReader, type CopyColumn } from './copy-text.js';
+import { openParquetCopyReader, type CopyColumn, type CopyRenderer } from './copy-text.js';
 
 export interface LoadOptions {
   client: pg.ClientBase;
@@ -25,6 +25,8 @@ export interface LoadOptions {
   /** The table was created in this transaction and is not partitioned (see copyStatement). */
   freeze: boolean;
   progress?: ProgressReporter;
+  /** DuckDB, started ahead (restore.ts starts it beside the checksum); default: one of the load's own. */
+  renderer?: CopyRenderer;
 }
 
 export function copyColumnsFor(manifest: Manifest, columns: ColumnDefinition[]): CopyColumn[] {
@@ -63,7 +65,8 @@ export async function loadRows(options: LoadOptions): Promise<LoadedRows> {
     options.progress?.done(result.rowCount ?? 0);
     return { rows: result.rowCount ?? 0, hash: null };
   }
-  const reader = await openParquetCopyReader(options.file, copyColumnsFor(manifest, columns));
+  const copyColumns = copyColumnsFor(manifest, columns);
+  const reader = await (options.renderer ? options.renderer.open(options.file, copyColumns) : openParquetCopyReader(options.file, copyColumns));
   const hasher = new RowHasher();
   let loaded: number;
   try {

@@ -20,7 +20,7 @@ import { findManifest, listManifests } from '../snapshot/list.js';
 import type { Manifest } from '../snapshot/manifest.js';
 import { setCanonicalSettingsLocal } from '../snapshot/session-settings.js';
 import type { Storage } from '../storage/storage.js';
-import { openParquetCopyReader } from './copy-text.js';
+import { startCopyRenderer } from './copy-text.js';
 import { foreignKeyOrder } from './group-order.js';
 import { copyColumnsFor, copyStatement, loadRows } from './load.js';
 import { takenRelationNames, truncateIdentifier } from './names.js';
@@ -168,7 +168,8 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
     targets.add(key);
   }
 
-  // Verify every data file before creating anything.
+  // Verify every data file before creating anything. DuckDB starts meanwhile; it opens a file only after the check.
+  const renderer = startCopyRenderer();
   const files: VerifiedDataFile[] = [];
   try {
     for (const item of ordered) {
@@ -214,7 +215,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
 
         if (options.dryRun) {
           // Check that every column can be rendered from the file, without loading it.
-          const reader = await openParquetCopyReader(file.paths, copyColumnsFor(manifest, plan.copyColumns));
+          const reader = await renderer.open(file.paths, copyColumnsFor(manifest, plan.copyColumns));
           try {
             const rows = await reader.rowCount();
             if (rows !== manifest.row_count) throw new VerificationError(`snapshot ${manifest.snapshot_id} holds ${rows} rows, its manifest says ${manifest.row_count}`, { hint: 'pick another snapshot' });
@@ -231,7 +232,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         const progress = showProgress
           ? createProgress({ label: `restore ${displayName(target)}`, logger: log, totalRows: manifest.row_count, ...(options.progressStream ? { stream: options.progressStream } : {}) })
           : undefined;
-        const loaded = await loadRows({ client, manifest, file: file.paths, workDir: file.workDir, table: plan.build, columns: plan.copyColumns, freeze: manifest.definition.relkind === 'table', ...(progress ? { progress } : {}) });
+        const loaded = await loadRows({ client, manifest, file: file.paths, workDir: file.workDir, table: plan.build, columns: plan.copyColumns, freeze: manifest.definition.relkind === 'table', renderer, ...(progress ? { progress } : {}) });
         result.loadMs = Date.now() - loadStarted;
 
         const verification = await verifyRestoredRows(client, manifest, plan.build, plan.copyColumns, loaded);
@@ -281,6 +282,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
     }
     return { dryRun: Boolean(options.dryRun), tables: restored, durationMs: Date.now() - started };
   } finally {
+    await renderer.close();
     await Promise.all(files.map((file) => file.remove()));
   }
 }
