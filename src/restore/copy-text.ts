@@ -88,9 +88,10 @@ export interface ParquetCopyReader {
   /**
    * The COPY text, as a byte stream (call once); DuckDB writes it into a pipe made in `workDir`
    * (a scratch folder). It ends after the last line, or fails with DuckDB's error; destroying it
-   * stops DuckDB.
+   * stops DuckDB. With `onread` the bytes are read into the caller's buffers and handed to its
+   * callback instead of being emitted (see copy-in.ts).
    */
-  stream(workDir: string): Promise<Readable>;
+  stream(workDir: string, onread?: net.OnReadOpts): Promise<Readable>;
   /** Stop DuckDB (if still writing) and release the reader (its renderer stays open). */
   close(): Promise<void>;
 }
@@ -235,10 +236,10 @@ async function openReader(conn: DuckDBConnection, file: string | string[], colum
       const reader = await conn.runAndReadAll(`SELECT count(*)::BIGINT AS n FROM ${source}`);
       return Number(reader.getRowsJS()[0]![0]);
     },
-    async stream(workDir: string) {
+    async stream(workDir: string, onread?: net.OnReadOpts) {
       if (writing) throw new SnapshotError('the rows of a snapshot file can be streamed once per reader');
       const fifo = await createNamedPipe(workDir, 'rows.copy');
-      const reader = openPipeReader(fifo);
+      const reader = openPipeReader(fifo, onread);
       pipe = reader.stream;
       const stream = reader.stream;
       // Lines already laid out and escaped for COPY, so DuckDB's writer must not quote or escape.

@@ -1,16 +1,16 @@
 /**
  * Load a verified Parquet data file into a freshly created table with COPY FROM STDIN (text
- * format), streamed from DuckDB (see copy-text.ts) through the row hasher, with progress.
+ * format), streamed from DuckDB (see copy-text.ts) through the row hasher to the server
+ * (copy-in.ts), with progress.
  */
-import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
-import copyStreams from 'pg-copy-streams';
 import type { ColumnDefinition } from '../db/catalog.js';
 import { quoteIdent, quoteQualified, type QualifiedName } from '../db/identifiers.js';
 import { SnapshotError } from '../errors/index.js';
 import type { ProgressReporter } from '../log/progress.js';
 import type { Manifest } from '../snapshot/manifest.js';
-import { RowHasher, hashingStream, type RowHashResult } from '../snapshot/row-hash/row-hasher.js';
+import { RowHasher, type RowHashResult } from '../snapshot/row-hash/row-hasher.js';
+import { copyFromPipe } from './copy-in.js';
 import { openParquetCopyReader, type CopyColumn, type CopyRenderer } from './copy-text.js';
 
 export interface LoadOptions {
@@ -70,10 +70,15 @@ export async function loadRows(options: LoadOptions): Promise<LoadedRows> {
   const hasher = new RowHasher();
   let loaded: number;
   try {
-    const lines = await reader.stream(options.workDir);
-    const copy = client.query(copyStreams.from(copyStatement(table, columns, options.freeze)));
-    await pipeline(lines, hashingStream(hasher, options.progress ? (rows) => options.progress!.update(rows) : undefined), copy);
-    loaded = copy.rowCount;
+    loaded = await copyFromPipe({
+      client,
+      sql: copyStatement(table, columns, options.freeze),
+      open: (onread) => reader.stream(options.workDir, onread),
+      onChunk(chunk) {
+        hasher.update(chunk);
+        options.progress?.update(hasher.rows);
+      },
+    });
   } finally {
     await reader.close();
   }
