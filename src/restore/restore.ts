@@ -22,7 +22,7 @@ import { setCanonicalSettingsLocal } from '../snapshot/session-settings.js';
 import type { Storage } from '../storage/storage.js';
 import { startCopyRenderer } from './copy-text.js';
 import { foreignKeyOrder } from './group-order.js';
-import { copyColumnsFor, copyStatement, loadRows } from './load.js';
+import { copyColumnsFor, copyStatement, loadRows, maintenanceWorkMemKb, raiseMaintenanceWorkMemLocal } from './load.js';
 import { takenRelationNames, truncateIdentifier } from './names.js';
 import { foreignKeySql, planRestore, sequenceResetSql, type RestorePlan, type SkippedForeignKey } from './plan.js';
 import { fetchVerifiedDataFile, type VerifiedDataFile } from './verified-file.js';
@@ -46,6 +46,11 @@ export interface RunOptions {
    * inspection or copy-back) is left to autovacuum, as pg_restore leaves it.
    */
   analyze?: boolean;
+  /**
+   * maintenance_work_mem for the index and constraint builds, as `512MB`, `2GB`…, raised for the
+   * restore transaction only, never lowered; `server` keeps the server's (load.ts). Default 512MB.
+   */
+  maintenanceWorkMem?: string;
   logger?: Logger;
   /** Show progress (bar on a terminal, log lines otherwise). Default: true when a logger is given. */
   progress?: boolean;
@@ -167,6 +172,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
     if (targets.has(key)) throw new ConfigError(`two snapshots would be restored into ${quoteQualified(item.target)}`, { hint: 'restore them one at a time with --into' });
     targets.add(key);
   }
+  const workMemKb = maintenanceWorkMemKb(options.maintenanceWorkMem);
 
   // Verify every data file before creating anything. DuckDB starts meanwhile; it opens a file only after the check.
   const renderer = startCopyRenderer();
@@ -182,6 +188,7 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
     await client.query('BEGIN');
     try {
       await setCanonicalSettingsLocal(client);
+      await raiseMaintenanceWorkMemLocal(client, workMemKb);
       await client.query(`SELECT pg_catalog.set_config('statement_timeout', '0', true)`);
       for (const [index, item] of ordered.entries()) {
         const { manifest, target } = item;
