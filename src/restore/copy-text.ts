@@ -106,7 +106,7 @@ export interface ParquetCopyReader {
 export interface CopyRenderer {
   /** A reader of one snapshot's rows: its data file, or its main file and its parts (read as one relation). */
   open(file: string | string[], columns: CopyColumn[]): Promise<ParquetCopyReader>;
-  /** Close the instance (after the reader is closed); idempotent. */
+  /** Close the instance (after the reader is closed); every call returns the same promise. */
   close(): Promise<void>;
 }
 
@@ -147,10 +147,10 @@ export function startCopyRenderer(): CopyRenderer {
   // A failure is reported by open(); until then (or if the restore stops before it) it is not unhandled.
   starting.catch(() => {});
   let reading = false;
-  let closed = false;
+  let closing: Promise<void> | undefined;
   return {
     async open(file, columns) {
-      if (closed) throw new SnapshotError('the COPY renderer is closed', { hint: 'this is a bug in Backstop; report it' });
+      if (closing) throw new SnapshotError('the COPY renderer is closed', { hint: 'this is a bug in Backstop; report it' });
       if (reading) throw new SnapshotError('the COPY renderer reads one snapshot file at a time', { hint: 'this is a bug in Backstop; report it' });
       const { connection } = await starting;
       reading = true;
@@ -168,12 +168,16 @@ export function startCopyRenderer(): CopyRenderer {
         throw error;
       }
     },
-    async close() {
-      if (closed) return;
-      closed = true;
-      const session = await starting.catch(() => undefined);
-      session?.connection.closeSync();
-      session?.instance.closeSync();
+    close() {
+      // Never rejects: restore closes it without waiting (restore.ts), and what was restored
+      // does not depend on DuckDB's teardown.
+      closing ??= starting
+        .then((session) => {
+          session.connection.closeSync();
+          session.instance.closeSync();
+        })
+        .catch(() => {});
+      return closing;
     },
   };
 }

@@ -241,6 +241,8 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
           : undefined;
         const loaded = await loadRows({ client, manifest, file: file.paths, workDir: file.workDir, table: plan.build, columns: plan.copyColumns, freeze: manifest.definition.relkind === 'table', renderer, ...(progress ? { progress } : {}) });
         result.loadMs = Date.now() - loadStarted;
+        // DuckDB's work ends with the last load: it closes while the server builds the indexes.
+        if (index === ordered.length - 1) void renderer.close();
 
         const verification = await verifyRestoredRows(client, manifest, plan.build, plan.copyColumns, loaded);
         result.contentHash = verification.hash;
