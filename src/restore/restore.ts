@@ -25,7 +25,7 @@ import { foreignKeyOrder } from './group-order.js';
 import { copyColumnsFor, copyStatement, loadRows, maintenanceWorkMemKb, raiseMaintenanceWorkMemLocal } from './load.js';
 import { takenRelationNames, truncateIdentifier } from './names.js';
 import { foreignKeySql, planRestore, sequenceResetSql, type RestorePlan, type SkippedForeignKey } from './plan.js';
-import { fetchVerifiedDataFile, type VerifiedDataFile } from './verified-file.js';
+import { readsInPlace, verifyDataFiles, type VerifiedDataFile } from './verified-file.js';
 import { verifyRestoredRows, type RowCheck } from './verify-rows.js';
 import { relationExists } from '../db/catalog.js';
 
@@ -174,14 +174,19 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
   }
   const workMemKb = maintenanceWorkMemKb(options.maintenanceWorkMem);
 
-  // Verify every data file before creating anything. DuckDB starts meanwhile; it opens a file only after the check.
+  // Verify every data file before creating anything. DuckDB starts meanwhile; it opens a file
+  // only after the check. Files in a local folder are checked while the transaction opens and
+  // plans the first table (catalog reads only); downloads finish before the transaction opens, so
+  // that it never waits on the network.
   const renderer = startCopyRenderer();
   const files: VerifiedDataFile[] = [];
+  const stopChecks = new AbortController();
+  const checking = verifyDataFiles(storage, ordered.map((item) => item.manifest), files, (manifest, file) => {
+    logger.info('checksum verified', { snapshot_id: manifest.snapshot_id, table: displayName(ordered.find((item) => item.manifest === manifest)!.target), bytes: file.size });
+  }, stopChecks.signal);
+  checking.catch(() => {});
   try {
-    for (const item of ordered) {
-      files.push(await fetchVerifiedDataFile(storage, item.manifest));
-      logger.info('checksum verified', { snapshot_id: item.manifest.snapshot_id, table: displayName(item.target), bytes: files.at(-1)!.size });
-    }
+    if (!ordered.every((item) => readsInPlace(storage, item.manifest))) await checking;
 
     const restored: RestoredTable[] = [];
     const replacedOriginals: ReplacedOriginal[] = [];
@@ -192,7 +197,6 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
       await client.query(`SELECT pg_catalog.set_config('statement_timeout', '0', true)`);
       for (const [index, item] of ordered.entries()) {
         const { manifest, target } = item;
-        const file = files[index]!;
         const exists = await relationExists(client, target);
         if (exists && !options.replace) {
           throw new ConflictError(`${quoteQualified(target)} already exists`, {
@@ -219,6 +223,8 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         };
         restored.push(result);
         if (exists) replacedOriginals.push({ table: target, referencingForeignKeys: await referencingForeignKeys(client, target) });
+        await checking;
+        const file = files[index]!;
 
         if (options.dryRun) {
           // Check that every column can be rendered from the file, without loading it.
@@ -291,6 +297,8 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
     }
     return { dryRun: Boolean(options.dryRun), tables: restored, durationMs: Date.now() - started };
   } finally {
+    stopChecks.abort();
+    await checking.catch(() => {});
     await renderer.close();
     await Promise.all(files.map((file) => file.remove()));
   }

@@ -44,7 +44,7 @@ const READ_CHUNK_BYTES = 1024 * 1024;
 const READS_AHEAD = 4;
 
 /** SHA-256 and size of a local file, its reads running ahead of the hashing. */
-export async function digestOfLocalFile(file: string): Promise<Digest> {
+export async function digestOfLocalFile(file: string, signal?: AbortSignal): Promise<Digest> {
   const handle = await open(file, 'r');
   try {
     const hash = createHash('sha256');
@@ -66,6 +66,7 @@ export async function digestOfLocalFile(file: string): Promise<Digest> {
     for (let index = 0; index < READS_AHEAD; index += 1) readAhead();
     let size = 0;
     while (reads.length > 0) {
+      signal?.throwIfAborted();
       const chunk = await reads.shift()!;
       if (!ended) {
         hash.update(chunk);
@@ -89,7 +90,32 @@ function diskFull(error: unknown, manifest: Manifest, where: string): LocalDiskF
   });
 }
 
-export async function fetchVerifiedDataFile(storage: Storage, manifest: Manifest): Promise<VerifiedDataFile> {
+/** Are all of the snapshot's data files in a local folder (read in place, no download)? */
+export function readsInPlace(storage: Storage, manifest: Manifest): boolean {
+  return dataFiles(manifest).every((data) => storage.localFile?.(data.parquet_path) !== undefined);
+}
+
+/**
+ * Check the data files of every snapshot, one snapshot after another, adding each verified file
+ * to `into` as it passes (the caller removes them, including those of a run that failed later).
+ * `signal` stops it between files and between the chunks of a local file.
+ */
+export async function verifyDataFiles(
+  storage: Storage,
+  manifests: Manifest[],
+  into: VerifiedDataFile[],
+  onVerified: (manifest: Manifest, file: VerifiedDataFile) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  for (const manifest of manifests) {
+    signal?.throwIfAborted();
+    const file = await fetchVerifiedDataFile(storage, manifest, signal);
+    into.push(file);
+    onVerified(manifest, file);
+  }
+}
+
+export async function fetchVerifiedDataFile(storage: Storage, manifest: Manifest, signal?: AbortSignal): Promise<VerifiedDataFile> {
   let dir: string;
   try {
     dir = await createScratchDir('restore');
@@ -103,7 +129,7 @@ export async function fetchVerifiedDataFile(storage: Storage, manifest: Manifest
     // checked against the manifest before a single row is read.
     const verified: Array<{ path: string; size: number; sha256: string }> = [];
     for (const [index, data] of dataFiles(manifest).entries()) {
-      verified.push(await verifiedFile(storage, manifest, data, index === 0 ? `${manifest.snapshot_id}.parquet` : `${manifest.snapshot_id}.part-${index}.parquet`, dir));
+      verified.push(await verifiedFile(storage, manifest, data, index === 0 ? `${manifest.snapshot_id}.parquet` : `${manifest.snapshot_id}.part-${index}.parquet`, dir, signal));
     }
     const main = verified[0]!;
     return {
@@ -116,7 +142,7 @@ export async function fetchVerifiedDataFile(storage: Storage, manifest: Manifest
   }
 }
 
-async function verifiedFile(storage: Storage, manifest: Manifest, data: DataFile, name: string, dir: string): Promise<{ path: string; size: number; sha256: string }> {
+async function verifiedFile(storage: Storage, manifest: Manifest, data: DataFile, name: string, dir: string, signal?: AbortSignal): Promise<{ path: string; size: number; sha256: string }> {
   const inPlace = storage.localFile?.(data.parquet_path);
   const file = inPlace ?? path.join(dir, name);
   let digest: Digest;
@@ -127,14 +153,14 @@ async function verifiedFile(storage: Storage, manifest: Manifest, data: DataFile
           hint: 'it was pruned or moved; pick another snapshot (backstop snapshots list)',
         });
       }
-      digest = await digestOfLocalFile(inPlace);
+      digest = await digestOfLocalFile(inPlace, signal);
     } else {
       const digesting = digestingStream();
-      await pipeline(await storage.get(data.parquet_path), digesting, createWriteStream(file, { highWaterMark: READ_CHUNK_BYTES }));
+      await pipeline(await storage.get(data.parquet_path), digesting, createWriteStream(file, { highWaterMark: READ_CHUNK_BYTES }), signal ? { signal } : {});
       digest = digesting.result();
     }
   } catch (error) {
-    if (error instanceof BackstopError) throw error;
+    if (error instanceof BackstopError || signal?.aborted) throw error;
     if (isDiskFull(error)) throw diskFull(error, manifest, dir);
     throw new SnapshotError(`cannot read the data file of snapshot ${manifest.snapshot_id} (${data.parquet_path}): ${describeError(error)}`, {
       cause: error,

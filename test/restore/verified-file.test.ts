@@ -28,6 +28,15 @@ describe('digest of a local data file', () => {
     expect(await digestOfLocalFile(file)).toEqual({ sha256: createHash('sha256').update(bytes).digest('hex'), size });
   });
 
+  it('stops when its signal is aborted (the restore failed elsewhere meanwhile)', async () => {
+    const file = path.join(dir, 'big.parquet');
+    await writeFile(file, randomBytes(16 * MiB));
+    const stop = new AbortController();
+    const digesting = digestOfLocalFile(file, stop.signal);
+    stop.abort();
+    await expect(digesting).rejects.toMatchObject({ name: 'AbortError' });
+  });
+
   it('fails with the file system error for a missing file', async () => {
     await expect(digestOfLocalFile(path.join(dir, 'missing.parquet'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
