@@ -14,7 +14,7 @@
  *   DuckDB prints it;
  *   booleans become t/f and blobs lower-case `\x` hex.
  */
-import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
+import type duckdb from '@duckdb/node-bindings';
 import type net from 'node:net';
 import os from 'node:os';
 import type { Readable } from 'node:stream';
@@ -116,30 +116,71 @@ export interface CopyRenderer {
  */
 const READER_THREADS = 1;
 
+type Bindings = typeof duckdb;
+
 interface DuckDBSession {
-  instance: DuckDBInstance;
-  connection: DuckDBConnection;
+  duckdb: Bindings;
+  database: duckdb.Database;
+  connection: duckdb.Connection;
 }
 
 async function startSession(): Promise<DuckDBSession> {
-  // Imported here, not at the top: loading DuckDB's native library is the largest piece of the
-  // restore command's start-up, and here it runs beside the checksum instead of before it.
-  const { DuckDBInstance } = await import('@duckdb/node-api');
-  const instance = await DuckDBInstance.create(':memory:', { threads: String(READER_THREADS), temp_directory: os.tmpdir() });
+  // Imported here, not at the top, and the bindings rather than @duckdb/node-api (the capture's
+  // client): loading DuckDB is the largest piece of the restore command's start-up — the native
+  // library ~15 ms, node-api's 181 JavaScript modules another 25-45 ms — and the few statements a
+  // restore runs need none of node-api's value conversions.
+  const duckdb = (await import('@duckdb/node-bindings')).default;
+  const config = duckdb.create_config();
+  duckdb.set_config(config, 'threads', String(READER_THREADS));
+  duckdb.set_config(config, 'temp_directory', os.tmpdir());
+  const database = await duckdb.open(':memory:', config);
   try {
-    const connection = await instance.connect();
+    const connection = await duckdb.connect(database);
     try {
-      await connection.run(`SET TimeZone = 'UTC'`);
-      for (const macro of FLOAT_TEXT_MACROS) await connection.run(macro);
-      return { instance, connection };
+      await duckdb.query(connection, [`SET TimeZone = 'UTC'`, ...FLOAT_TEXT_MACROS].join(';\n'));
+      return { duckdb, database, connection };
     } catch (error) {
-      connection.closeSync();
+      duckdb.disconnect_sync(connection);
       throw error;
     }
   } catch (error) {
-    instance.closeSync();
+    duckdb.close_sync(database);
     throw error;
   }
+}
+
+/** The first column of the first row, a BIGINT (the only values restore reads back from DuckDB). */
+function firstBigint(session: DuckDBSession, result: duckdb.Result): number {
+  const { duckdb } = session;
+  const chunk = duckdb.result_get_chunk(result, 0);
+  if (duckdb.data_chunk_get_size(chunk) < 1) throw new SnapshotError('DuckDB returned no row', { hint: 'this is a bug in Backstop; report it' });
+  const data = duckdb.vector_get_data(duckdb.data_chunk_get_vector(chunk, 0), 8);
+  return Number(new DataView(data.buffer, data.byteOffset, 8).getBigInt64(0, true));
+}
+
+/** A column's type as DuckDB's DESCRIBE names it (what renderExpression reads). */
+function typeName(session: DuckDBSession, type: duckdb.LogicalType): string {
+  const { duckdb } = session;
+  const alias = duckdb.logical_type_get_alias(type);
+  if (alias) return alias.toUpperCase();
+  const id = duckdb.get_type_id(type);
+  if (id === duckdb.Type.DECIMAL) return `DECIMAL(${duckdb.decimal_width(type)},${duckdb.decimal_scale(type)})`;
+  if (id === duckdb.Type.TIMESTAMP_TZ) return 'TIMESTAMP WITH TIME ZONE';
+  if (id === duckdb.Type.TIME_TZ) return 'TIME WITH TIME ZONE';
+  // The enum's own names are DESCRIBE's for every other type restore renders (BIGINT, DATE, UUID…);
+  // nested and other types only reach the error message.
+  return Object.entries(duckdb.Type).find(([, value]) => value === id)?.[0] ?? `type ${id}`;
+}
+
+/** Column name → type name of what DuckDB reads from `source`, without reading a row. */
+async function columnTypes(session: DuckDBSession, source: string): Promise<Map<string, string>> {
+  const { duckdb } = session;
+  const result = await duckdb.query(session.connection, `SELECT * FROM ${source} LIMIT 0`);
+  const types = new Map<string, string>();
+  for (let index = 0; index < duckdb.column_count(result); index += 1) {
+    types.set(duckdb.column_name(result, index), typeName(session, duckdb.column_logical_type(result, index)));
+  }
+  return types;
 }
 
 export function startCopyRenderer(): CopyRenderer {
@@ -152,10 +193,10 @@ export function startCopyRenderer(): CopyRenderer {
     async open(file, columns) {
       if (closing) throw new SnapshotError('the COPY renderer is closed', { hint: 'this is a bug in Backstop; report it' });
       if (reading) throw new SnapshotError('the COPY renderer reads one snapshot file at a time', { hint: 'this is a bug in Backstop; report it' });
-      const { connection } = await starting;
+      const session = await starting;
       reading = true;
       try {
-        const reader = await openReader(connection, file, columns);
+        const reader = await openReader(session, file, columns);
         return {
           ...reader,
           async close() {
@@ -173,8 +214,8 @@ export function startCopyRenderer(): CopyRenderer {
       // does not depend on DuckDB's teardown.
       closing ??= starting
         .then((session) => {
-          session.connection.closeSync();
-          session.instance.closeSync();
+          session.duckdb.disconnect_sync(session.connection);
+          session.duckdb.close_sync(session.database);
         })
         .catch(() => {});
       return closing;
@@ -203,20 +244,19 @@ export async function openParquetCopyReader(file: string | string[], columns: Co
   }
 }
 
-async function openReader(conn: DuckDBConnection, file: string | string[], columns: CopyColumn[]): Promise<ParquetCopyReader> {
+async function openReader(session: DuckDBSession, file: string | string[], columns: CopyColumn[]): Promise<ParquetCopyReader> {
+  const { duckdb, connection } = session;
   // One data file, or a snapshot's main file and its parts: DuckDB reads a list as one relation.
   const files = typeof file === 'string' ? duckdbString(file) : `[${file.map(duckdbString).join(', ')}]`;
   // Each thread decodes a whole row group; wide rows make big ones (capture aims at 64 MB but
   // never writes fewer than 2048 rows to a group). Room for that, and no more.
-  const groups = await conn.runAndReadAll(
+  const largestRowGroup = firstBigint(session, await duckdb.query(connection,
     `SELECT coalesce(max(bytes), 0)::BIGINT AS largest FROM (SELECT sum(total_uncompressed_size) AS bytes FROM parquet_metadata(${files}) GROUP BY file_name, row_group_id)`,
-  );
-  const largestRowGroup = Number(groups.getRowsJS()[0]![0]);
+  ));
   const memoryLimitMb = Math.max(MIN_MEMORY_LIMIT_MB, Math.ceil((READER_THREADS * 3 * largestRowGroup) / MB) + 128);
-  await conn.run(`SET memory_limit = '${memoryLimitMb}MB'`);
+  await duckdb.query(connection, `SET memory_limit = '${memoryLimitMb}MB'`);
   const source = `read_parquet(${files})`;
-  const described = await conn.runAndReadAll(`DESCRIBE SELECT * FROM ${source}`);
-  const types = new Map(described.getRowObjectsJS().map((row) => [String(row.column_name), String(row.column_type)]));
+  const types = await columnTypes(session, source);
   const fields = columns.map((column) => {
     const duckType = types.get(column.parquetName);
     if (duckType === undefined) {
@@ -237,8 +277,7 @@ async function openReader(conn: DuckDBConnection, file: string | string[], colum
   return {
     sql,
     async rowCount() {
-      const reader = await conn.runAndReadAll(`SELECT count(*)::BIGINT AS n FROM ${source}`);
-      return Number(reader.getRowsJS()[0]![0]);
+      return firstBigint(session, await duckdb.query(connection, `SELECT count(*)::BIGINT AS n FROM ${source}`));
     },
     async stream(workDir: string, onread?: net.OnReadOpts) {
       if (writing) throw new SnapshotError('the rows of a snapshot file can be streamed once per reader');
@@ -247,7 +286,7 @@ async function openReader(conn: DuckDBConnection, file: string | string[], colum
       pipe = reader.stream;
       const stream = reader.stream;
       // Lines already laid out and escaped for COPY, so DuckDB's writer must not quote or escape.
-      writing = conn.run(`COPY (${sql}) TO ${duckdbString(fifo)} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\t')`).then(
+      writing = duckdb.query(connection, `COPY (${sql}) TO ${duckdbString(fifo)} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\t')`).then(
         () => reader.release(),
         (error: unknown) => {
           reader.release();
@@ -265,7 +304,7 @@ async function openReader(conn: DuckDBConnection, file: string | string[], colum
       // With our end gone, a DuckDB blocked writing into the pipe fails with EPIPE and stops.
       pipe?.destroy();
       // Only a query still running is interrupted: the connection serves the next reader.
-      if (writing && !written) conn.interrupt();
+      if (writing && !written) duckdb.interrupt(connection);
       await writing;
     },
   };
