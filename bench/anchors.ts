@@ -24,6 +24,21 @@ export function pgRestore(server: BenchServer, database: string, file: string): 
   return runMeasured(path.join(server.clientBinDir, 'pg_restore'), ['--exit-on-error', '--no-owner', '-d', server.urlFor(database), file]);
 }
 
+/**
+ * The DBA's way to replace a table from a dump, atomically as `backstop restore --replace` does:
+ * `pg_restore --clean --if-exists --single-transaction` into a database that holds the table.
+ */
+export function pgRestoreReplace(server: BenchServer, database: string, file: string): Promise<MeasuredRun> {
+  return runMeasured(path.join(server.clientBinDir, 'pg_restore'), ['--exit-on-error', '--no-owner', '--clean', '--if-exists', '--single-transaction', '-d', server.urlFor(database), file]);
+}
+
+/** ANALYZE one table over an open connection: the statement alone, no connection or process start. */
+export async function analyzeTable(client: pg.ClientBase, table: string): Promise<number> {
+  const started = performance.now();
+  await client.query(`ANALYZE ${pg.Client.prototype.escapeIdentifier(table)}`);
+  return performance.now() - started;
+}
+
 export async function recreateDatabase(server: BenchServer, database: string): Promise<void> {
   const admin = new pg.Client({ connectionString: server.adminUrl });
   await admin.connect();

@@ -52,8 +52,9 @@ export class BackstopCli {
     return this.run(['snapshot', '--db', db, '--storage', storage, '--table', table], env);
   }
 
-  restore(db: string, storage: string, snapshotId: string, table: string, into: string, env?: NodeJS.ProcessEnv): Promise<MeasuredRun> {
-    return this.run(['restore', '--db', db, '--storage', storage, '--snapshot-id', snapshotId, '--table', table, '--into', into], env);
+  /** `replace`: `--replace` (the target exists; ANALYZE runs after the commit, as the CLI does by default then). */
+  restore(db: string, storage: string, snapshotId: string, table: string, into: string, options: { replace?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<MeasuredRun> {
+    return this.run(['restore', '--db', db, '--storage', storage, '--snapshot-id', snapshotId, '--table', table, '--into', into, ...(options.replace ? ['--replace'] : [])], options.env);
   }
 }
 

@@ -42,6 +42,7 @@ export interface BenchOptions {
   /**
    * drop-approval: a built checkout of earlier code whose DROP is measured beside the current
    * one, interleaved, in a database of its own (installed and answered by that checkout's CLI).
+   * restore: that checkout's restores run in every pair too, against the same anchor run.
    */
   baseline: string | undefined;
 }
@@ -63,9 +64,9 @@ export const USAGE = `usage: npm run bench -- [options]
   --human-wait S     writers-blocked-operator: seconds before the approver approves (default: 30)
   --operator-runs N  writers-blocked-operator: measured runs of each of its two cases (default: 3;
                      each run takes the human wait plus ~12 s)
-  --baseline DIR     drop-approval: also measure the DROP of this built checkout of earlier code
-                     (git archive COMMIT | tar -x -C DIR; link node_modules; npm run build),
-                     interleaved with the current code's
+  --baseline DIR     drop-approval, restore: also measure the DROP / the restores of this built
+                     checkout of earlier code (git archive COMMIT | tar -x -C DIR; link
+                     node_modules; npm run build), interleaved with the current code's
   --help`;
 
 function parseList<T extends string>(value: string, allowed: readonly T[], flag: string): T[] {

@@ -31,9 +31,11 @@ export const EXPECTED_ROWS: { id: string; title: string; target: string }[] = [
   { id: 'capture-s3@1m', title: 'capture bench_t (1M) → S3 (s3rver) vs local capture', target: '≤ 1.3×' },
   { id: 'capture-floor@1m', title: 'capture bench_t (1M) vs COPY TO STDOUT > /dev/null', target: 'report the ratio' },
   { id: 'restore@1m', title: 'restore bench_t (1M) into a new table vs pg_restore', target: '≤ 1.0×' },
+  { id: 'restore-replace@1m', title: 'restore bench_t (1M) over the existing table (--replace, then ANALYZE) vs pg_restore --clean --single-transaction + ANALYZE', target: '≤ 1.0×' },
   { id: 'capture-local@5m', title: 'capture bench_t5m (5M) → local folder vs pg_dump -Fc -t', target: '≤ 1.0× (aim 0.5×)' },
   { id: 'capture-floor@5m', title: 'capture bench_t5m (5M) vs COPY TO STDOUT > /dev/null', target: 'report the ratio' },
   { id: 'restore@5m', title: 'restore bench_t5m (5M) into a new table vs pg_restore', target: '≤ 1.0×' },
+  { id: 'restore-replace@5m', title: 'restore bench_t5m (5M) over the existing table (--replace, then ANALYZE) vs pg_restore --clean --single-transaction + ANALYZE', target: '≤ 1.0×' },
   { id: 'rss-capture@1m', title: 'peak RSS, capture 1M', target: '≤ 512 MB' },
   { id: 'rss-capture@5m', title: 'peak RSS, capture 5M (ratio to 1M)', target: '≤ 512 MB and ≤ 1.2× the 1M figure' },
   { id: 'rss-restore@1m', title: 'peak RSS, restore 1M', target: '≤ 512 MB' },
@@ -217,7 +219,7 @@ export function renderReadmeFigures(records: { file: string; record: RunRecord }
   const server = /PostgreSQL \d+(\.\d+)?/.exec(newest?.machine.server ?? '')?.[0] ?? 'PostgreSQL';
   const lines = [
     `- capture of the 1M-row table: ${value('capture-local@1m')}, **${ratio('capture-local@1m')}** \`pg_dump -Fc\` (5M rows: ${value('capture-local@5m')}, ${ratio('capture-local@5m')}); to S3, ${ratio('capture-s3@1m')} the local capture`,
-    `- restore of the 1M-row table: ${value('restore@1m')}, **${ratio('restore@1m')}** \`pg_restore\` (5M rows: ${value('restore@5m')}, ${ratio('restore@5m')}); it checks the data file's SHA-256 before reading a row and the rows' content hash before committing`,
+    `- restore of the 1M-row table: ${value('restore@1m')}, **${ratio('restore@1m')}** \`pg_restore\` (5M rows: ${value('restore@5m')}, ${ratio('restore@5m')}); over the existing table with \`--replace\` and ANALYZE, ${ratio('restore-replace@1m')} \`pg_restore --clean --single-transaction\` + ANALYZE (5M: ${ratio('restore-replace@5m')}); each ratio is the median of runs paired back to back; restore checks the data file's SHA-256 before reading a row and the rows' content hash before committing`,
     `- peak RSS: capture ${value('rss-capture@1m')} at 1M rows, ${value('rss-capture@5m')} at 5M; restore ${value('rss-restore@1m')} and ${value('rss-restore@5m')}`,
     `- a guarded \`DROP TABLE\` (10k rows, auto mode) adds ${added('drop-approval')} at p50 to the before-image capture; the guard adds ${added('ddl-overhead:CREATE TABLE')} to a \`CREATE TABLE\``,
     `- a continuous-snapshot poll over 1,000 unchanged tables: ${value('poll')}`,

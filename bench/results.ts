@@ -29,7 +29,7 @@ export interface ScenarioResult {
   reason?: string;
   backstop?: Figure;
   anchor?: Figure;
-  /** backstop median / anchor median. */
+  /** backstop median / anchor median; for paired scenarios (restore), the median of the per-pair ratios. */
   ratio?: number;
   /** Backstop median minus anchor median (used where the target is an absolute overhead). */
   delta?: number;

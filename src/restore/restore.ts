@@ -27,13 +27,13 @@ import { findManifest, listManifests } from '../snapshot/list.js';
 import type { Manifest } from '../snapshot/manifest.js';
 import { setCanonicalSettingsLocal } from '../snapshot/session-settings.js';
 import type { Storage } from '../storage/storage.js';
-import { openParquetCopyReader } from './copy-text.js';
+import { startCopyRenderer } from './copy-text.js';
 import { foreignKeyOrder } from './group-order.js';
-import { copyColumnsFor, copyStatement, loadRows } from './load.js';
+import { copyColumnsFor, copyStatement, loadRows, maintenanceWorkMemKb, raiseMaintenanceWorkMemLocal } from './load.js';
 import { takenRelationNames, truncateIdentifier } from './names.js';
 import type { SkippedAttachment } from './attach.js';
 import { foreignKeyCommentSql, foreignKeySql, ownershipSql, planRestore, sequenceResetSql, type RestorePlan, type SkippedForeignKey } from './plan.js';
-import { fetchVerifiedDataFile, type VerifiedDataFile } from './verified-file.js';
+import { readsInPlace, verifyDataFiles, type VerifiedDataFile } from './verified-file.js';
 import { verifyRestoredRows, type RowCheck } from './verify-rows.js';
 import { relationExists } from '../db/catalog.js';
 import { compareNames } from '../db/dependents.js';
@@ -61,6 +61,11 @@ export interface RunOptions {
    * inspection or copy-back) is left to autovacuum, as pg_restore leaves it.
    */
   analyze?: boolean;
+  /**
+   * maintenance_work_mem for the index and constraint builds, as `512MB`, `2GB`…, raised for the
+   * restore transaction only, never lowered; `server` keeps the server's (load.ts). Default 512MB.
+   */
+  maintenanceWorkMem?: string;
   logger?: Logger;
   /** Show progress (bar on a terminal, log lines otherwise). Default: true when a logger is given. */
   progress?: boolean;
@@ -252,14 +257,21 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
     if (targets.has(key)) throw new ConfigError(`two snapshots would be restored into ${quoteQualified(item.target)}`, { hint: 'restore them one at a time with --into' });
     targets.add(key);
   }
+  const workMemKb = maintenanceWorkMemKb(options.maintenanceWorkMem);
 
-  // Verify every data file before creating anything.
+  // Verify every data file before creating anything. DuckDB starts meanwhile; it opens a file
+  // only after the check. Files in a local folder are checked while the transaction opens and
+  // plans the first table (catalog reads only); downloads finish before the transaction opens, so
+  // that it never waits on the network.
+  const renderer = startCopyRenderer();
   const files: VerifiedDataFile[] = [];
+  const stopChecks = new AbortController();
+  const checking = verifyDataFiles(storage, ordered.map((item) => item.manifest), files, (manifest, file) => {
+    logger.info('checksum verified', { snapshot_id: manifest.snapshot_id, table: displayName(ordered.find((item) => item.manifest === manifest)!.target), bytes: file.size });
+  }, stopChecks.signal);
+  checking.catch(() => {});
   try {
-    for (const item of ordered) {
-      files.push(await fetchVerifiedDataFile(storage, item.manifest));
-      logger.info('checksum verified', { snapshot_id: item.manifest.snapshot_id, table: displayName(item.target), bytes: files.at(-1)!.size });
-    }
+    if (!ordered.every((item) => readsInPlace(storage, item.manifest))) await checking;
 
     const restored: RestoredTable[] = [];
     const replacedOriginals: ReplacedOriginal[] = [];
@@ -268,11 +280,11 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
     await client.query('BEGIN');
     try {
       await setCanonicalSettingsLocal(client);
+      await raiseMaintenanceWorkMemLocal(client, workMemKb);
       await client.query(`SELECT pg_catalog.set_config('statement_timeout', '0', true)`);
       if (!options.dryRun && options.prepare) await options.prepare(client);
       for (const [index, item] of ordered.entries()) {
         const { manifest, target } = item;
-        const file = files[index]!;
         const exists = await relationExists(client, target);
         if (exists && !options.replace) {
           throw new ConflictError(`${quoteQualified(target)} already exists`, {
@@ -301,10 +313,12 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         };
         restored.push(result);
         if (exists) replacedOriginals.push({ table: target, referencingForeignKeys: await referencingForeignKeys(client, target) });
+        await checking;
+        const file = files[index]!;
 
         if (options.dryRun) {
           // Check that every column can be rendered from the file, without loading it.
-          const reader = await openParquetCopyReader(file.paths, copyColumnsFor(manifest, plan.copyColumns));
+          const reader = await renderer.open(file.paths, copyColumnsFor(manifest, plan.copyColumns));
           try {
             const rows = await reader.rowCount();
             if (rows !== manifest.row_count) throw new VerificationError(`snapshot ${manifest.snapshot_id} holds ${rows} rows, its manifest says ${manifest.row_count}`, { hint: 'pick another snapshot' });
@@ -325,8 +339,10 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
           ? createProgress({ label: `restore ${displayName(target)}`, logger: log, totalRows: manifest.row_count, ...(options.progressStream ? { stream: options.progressStream } : {}) })
           : undefined;
         const progress = options.onRows ? reportingRows(display, (rows) => options.onRows!(item, rows)) : display;
-        const loaded = await loadRows({ client, manifest, file: file.paths, workDir: file.workDir, table: plan.build, columns: plan.copyColumns, freeze: manifest.definition.relkind === 'table', ...(progress ? { progress } : {}) });
+        const loaded = await loadRows({ client, manifest, file: file.paths, workDir: file.workDir, table: plan.build, columns: plan.copyColumns, freeze: manifest.definition.relkind === 'table', renderer, ...(progress ? { progress } : {}) });
         result.loadMs = Date.now() - loadStarted;
+        // DuckDB's work ends with the last load: it closes while the server builds the indexes.
+        if (index === ordered.length - 1) void renderer.close();
 
         const verification = await verifyRestoredRows(client, manifest, plan.build, plan.copyColumns, loaded);
         result.contentHash = verification.hash;
@@ -402,6 +418,9 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
     }
     return { dryRun: Boolean(options.dryRun), tables: restored, dependents, durationMs: Date.now() - started };
   } finally {
+    stopChecks.abort();
+    await checking.catch(() => {});
+    await renderer.close();
     await Promise.all(files.map((file) => file.remove()));
   }
 }

@@ -59,14 +59,15 @@ export async function openPipeWriter(fifo: string, readerStopped: () => boolean,
 /**
  * The reading end as a stream, held open by a write end of our own until `release()`: a reader
  * with no writer reads EOF at once, so the stream ends only after the real writer has finished
- * (or failed) and `release()` was called.
+ * (or failed) and `release()` was called. With `onread`, the bytes go to its callback, read into
+ * the caller's buffers, instead of being emitted as new ones (net.Socket's `onread`).
  */
-export function openPipeReader(fifo: string): { stream: net.Socket; release(): void } {
+export function openPipeReader(fifo: string, onread?: net.OnReadOpts): { stream: net.Socket; release(): void } {
   const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
   const holdFd = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
   let held = true;
   return {
-    stream: new net.Socket({ fd: readFd, readable: true, writable: false }),
+    stream: new net.Socket({ fd: readFd, readable: true, writable: false, ...(onread ? { onread } : {}) }),
     release() {
       if (!held) return;
       held = false;

@@ -71,6 +71,15 @@ describe('restore and recover commands', () => {
     expect(rows[0].t).toBeNull();
   });
 
+  it('refuses a maintenance_work_mem it cannot read, before reading or creating anything', async () => {
+    const run = await backstop(['restore', ...common(), '--into', 'items_mwm', '--maintenance-work-mem', 'lots']);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toMatch(/maintenance_work_mem for the restore must be a size/);
+    expect(run.stderr).toMatch(/--maintenance-work-mem 1GB/);
+    const { rows } = await client.query(`SELECT to_regclass('public.items_mwm') AS t`);
+    expect(rows[0].t).toBeNull();
+  });
+
   it('restores into another name and reports it as JSON', async () => {
     const run = await backstop(['restore', ...common(), '--into', 'public."Items Back"', '--json']);
     expect(run.code).toBe(0);

@@ -4,6 +4,7 @@ import { connect, resolveDatabase } from '../../db/connection.js';
 import { displayName } from '../../db/identifiers.js';
 import { ConfigError } from '../../errors/index.js';
 import { createLogger } from '../../log/logger.js';
+import { DEFAULT_MAINTENANCE_WORK_MEM } from '../../restore/load.js';
 import { createLinePrompter } from '../../restore/prompt.js';
 import { recover } from '../../restore/recover.js';
 import { restoreGroup, restoreSnapshot, type RestoreResult } from '../../restore/restore.js';
@@ -23,6 +24,7 @@ interface RestoreCommandOptions {
   replace?: boolean;
   /** --analyze / --no-analyze; undefined when neither is given. */
   analyze?: boolean;
+  maintenanceWorkMem?: string;
   json?: boolean;
 }
 
@@ -75,6 +77,7 @@ export function registerRestoreCommands(program: Command): void {
     .option('--dry-run', 'print the SQL that would run (after checking the checksum) and change nothing')
     .option('--analyze', 'ANALYZE the restored tables (default: only with --replace; otherwise autovacuum does it)')
     .option('--no-analyze', 'do not ANALYZE, even with --replace')
+    .option('--maintenance-work-mem <size>', 'maintenance_work_mem for building the indexes, for the restore transaction only and never lowered (e.g. 1GB; "server" keeps the server\'s)', DEFAULT_MAINTENANCE_WORK_MEM)
     .option('--json', 'print the result as JSON')
     .action(async (options: RestoreCommandOptions) => {
       if (options.group && (options.table || options.into)) {
@@ -96,6 +99,7 @@ export function registerRestoreCommands(program: Command): void {
           dryRun: Boolean(options.dryRun),
           progress: !options.json,
           ...(options.analyze === undefined ? {} : { analyze: options.analyze }),
+          ...(options.maintenanceWorkMem === undefined ? {} : { maintenanceWorkMem: options.maintenanceWorkMem }),
         };
         const result = options.group
           ? await restoreGroup({ ...common, ...(options.intoSchema ? { intoSchema: options.intoSchema } : {}), ...(options.suffix ? { suffix: options.suffix } : {}) })
