@@ -25,12 +25,18 @@ BEGIN
 END
 $uninstall$;
 
--- Staging schemas of undos and restores in progress (backstop_restore_<id>, see 0007_undo.sql).
+-- Staging schemas of undos and restores in progress (see 0007_undo.sql), known by the restore log.
 DO $staging$
 DECLARE
   staging text;
 BEGIN
-  FOR staging IN SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.nspname ~ '^backstop_restore_[0-9]+$' LOOP
+  IF pg_catalog.to_regclass('backstop.restore_log') IS NULL THEN
+    RETURN;
+  END IF;
+  FOR staging IN
+    EXECUTE 'SELECT n.nspname FROM backstop.restore_log l JOIN pg_catalog.pg_namespace n ON n.oid = l.staging_oid
+              WHERE l.status <> ''done'' AND l.discarded_at IS NULL'
+  LOOP
     EXECUTE pg_catalog.format('DROP SCHEMA %I CASCADE', staging);
   END LOOP;
 END

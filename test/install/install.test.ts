@@ -130,6 +130,13 @@ describe('backstop install / uninstall', () => {
 
   it('uninstall removes every Backstop object and leaves user tables and data', async () => {
     const client = await db.client();
+    // An undo being staged (its schema recorded in the restore log) goes; a schema merely named
+    // like one is the user's and stays.
+    await client.query(`CREATE SCHEMA backstop_restore_1_deadbeef; CREATE TABLE backstop_restore_1_deadbeef.staged (id int);
+                        CREATE SCHEMA backstop_restore_2_cafecafe; CREATE TABLE backstop_restore_2_cafecafe.mine (id int)`);
+    await client.query(`INSERT INTO backstop.restore_log (kind, request_id, requested_by, requester_pid, requester_xact, status, staging_schema, staging_oid)
+                        VALUES ('undo', 1, current_user, pg_backend_pid(), now(), 'staging', 'backstop_restore_1_deadbeef',
+                                'backstop_restore_1_deadbeef'::regnamespace)`);
     await client.query(`CREATE SCHEMA app; CREATE TABLE app.users (id int PRIMARY KEY, name text);
                         INSERT INTO app.users SELECT g, 'u' || g FROM generate_series(1, 10) g;
                         CREATE TABLE "Mixed ""Case""" (id int); INSERT INTO "Mixed ""Case""" VALUES (7)`);
@@ -140,6 +147,9 @@ describe('backstop install / uninstall', () => {
     expect(await backstopObjects(client)).toEqual({ schemas: 0, event_triggers: 0, event_triggers_always: 0, truncate_guards: 0, functions: 0 });
     expect((await client.query('SELECT count(*)::int AS n FROM app.users')).rows[0].n).toBe(10);
     expect((await client.query(`SELECT id FROM "Mixed ""Case"""`)).rows).toEqual([{ id: 7 }]);
+    const { rows: staging } = await client.query(`SELECT nspname FROM pg_namespace WHERE nspname LIKE 'backstop\_restore\_%' ORDER BY 1`);
+    expect(staging).toEqual([{ nspname: 'backstop_restore_2_cafecafe' }]);
+    await client.query('DROP SCHEMA backstop_restore_2_cafecafe CASCADE');
     const { rows } = await client.query(`SELECT count(*)::int AS n FROM pg_roles WHERE rolname IN ('backstop_agent', 'backstop_approver')`);
     expect(rows[0].n).toBe(2);
 
