@@ -5,7 +5,7 @@
 --   SELECT * FROM backstop.restores;                        -- every undo and restore
 --
 -- Stage as the agent, adopt as the caller. The agent (a plain role that may read storage) builds
--- everything in a private schema backstop_restore_<id>: the tables loaded from verified
+-- everything in a private schema backstop_restore_<id>_<random>: the tables loaded from verified
 -- snapshots, their indexes, constraints, grants, comments, triggers, policies, the views the
 -- CASCADE took, and, for a DROP SCHEMA, the types. It commits that in one transaction and says
 -- 'staged'. The caller's own statement then moves the staged objects into place and gives them
@@ -17,11 +17,13 @@
 --   * the caller's session runs no SQL text the agent wrote: identifiers come through %I, values
 --     through %L, types from the staged table's catalog (format_type), foreign key actions only
 --     when they match the grammar;
---   * the one privileged step (moving a staged object and giving it its owner) checks first that
---     the caller could do the same by hand: CREATE on the schema, able to become the owner; and
---     that nothing staged refers to an object the agent's roles own (a function, a type, an
---     operator) or is anything but tables, views, sequences and types: the agent cannot plant
---     code that would later run as somebody else;
+--   * the one privileged step (moving a staged object and giving it its owner) runs only in the
+--     transaction that asked, and checks first that the caller could do the same by hand (CREATE
+--     on the schema, able to become the owner), that tables go only where the request's were,
+--     that what is staged is only tables, views, sequences and types, refers to nothing the
+--     agent's roles own, calls only the functions the dropped objects called (recorded by the
+--     guard when the statement ran) or inert built-ins, and that staged views read nothing the
+--     agent could not: the agent cannot plant code that would later run as somebody else;
 --   * nothing is overwritten: a name taken meanwhile gets the object beside it under another
 --     name, and rows written since the statement are never replaced.
 -- Anything that fails rolls the caller's statement back (nothing half-restored) and is recorded
@@ -29,8 +31,9 @@
 -- restores.
 --
 -- Replaced here: backstop._is_guarded_table (0002) and backstop.guard_dropped_objects (0006):
--- staging schemas are Backstop's own;
--- backstop._consumed_items (0006): an undo may rewrite the column it changes back.
+-- staging schemas are Backstop's own; backstop._consumed_items (0006): an undo may rewrite the
+-- column it changes back; backstop._consume (0006): it records the functions the covered tables'
+-- definitions call. Added: request_consumptions.called_functions.
 
 -------------------------------------------------------------------------------------------------
 -- The restore log
@@ -385,8 +388,8 @@ BEGIN
 END
 $fn$;
 
--- File an undo or restore (committed through the loopback), wake the agent, and hold the
--- restore's advisory lock for this transaction. Checks who asks and what: refusals are BS006.
+-- File an undo or restore (committed through the loopback), wake the agent, and record the
+-- asking transaction (pid and start) with it. Checks who asks and what: refusals are BS006.
 CREATE FUNCTION backstop._file_restore(kind text, request_id bigint, snapshot_id text, into_schema text, into_table text)
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER
@@ -1669,7 +1672,7 @@ $fn$;
 COMMENT ON FUNCTION backstop.agent_fail_restore(bigint, text, text, text) IS 'Agent: a restore could not be staged';
 
 -- Drop the staging schemas nobody will adopt: of failed restores, and of staged ones whose
--- session is no longer waiting (its advisory lock is free: it rolled back or went away; those
+-- session is no longer waiting (its transaction ended: rolled back, cancelled or gone; those
 -- are marked failed). Returns how many were discarded.
 CREATE FUNCTION backstop.agent_discard_stagings() RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
