@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { contentHash } from '../../src/snapshot/content-hash.js';
-import { createTestDatabase, serverInfo, type TestDatabase } from '../support/database.js';
+import { createTestDatabase, dropServerRoles, serverInfo, type TestDatabase } from '../support/database.js';
 import { startAgent, tempDir, type AgentProcess } from '../support/agent-process.js';
 import { runApproved as runApprovedIn, settle } from './requests.js';
 
@@ -63,13 +63,7 @@ describe('backstop.undo brings back what pg_dump -s showed', () => {
     await agent?.stop('SIGKILL');
     await db?.drop();
     if (folder) await rm(folder, { recursive: true, force: true });
-    const dropper = new pg.Client({ connectionString: serverInfo().adminUrl });
-    await dropper.connect();
-    try {
-      for (const role of roles) await dropper.query(`DROP ROLE IF EXISTS ${pg.Client.prototype.escapeIdentifier(role)}`);
-    } finally {
-      await dropper.end();
-    }
+    await dropServerRoles(roles);
   });
 
   async function role(suffix: string, options = ''): Promise<string> {

@@ -24,7 +24,7 @@ import { manifestKeyForData } from '../../src/snapshot/layout.js';
 import { findManifest } from '../../src/snapshot/list.js';
 import { openStorage } from '../../src/storage/open.js';
 import type { Storage } from '../../src/storage/storage.js';
-import { createTestDatabase, serverInfo, type TestDatabase } from '../support/database.js';
+import { createTestDatabase, dropServerRoles, serverInfo, type TestDatabase } from '../support/database.js';
 import { tableFingerprint } from '../support/type-torture.js';
 import { withoutGuard } from './guard.js';
 
@@ -115,13 +115,7 @@ describe('restore recreates what is attached to a table', () => {
   afterAll(async () => {
     await db?.drop();
     if (folder) await rm(folder, { recursive: true, force: true });
-    const admin = new pg.Client({ connectionString: serverInfo().adminUrl });
-    await admin.connect();
-    try {
-      for (const role of createdRoles) await admin.query(`DROP ROLE IF EXISTS ${quoteIdent(role)}`);
-    } finally {
-      await admin.end();
-    }
+    await dropServerRoles(createdRoles);
   });
 
   it('restores people as pg_dump -s showed it: owner, grants, comments, triggers, RLS, policies, storage, replica identity', async () => {

@@ -21,7 +21,7 @@ import { captureTable } from '../../src/snapshot/capture.js';
 import type { Manifest } from '../../src/snapshot/manifest.js';
 import { openStorage } from '../../src/storage/open.js';
 import type { Storage } from '../../src/storage/storage.js';
-import { createTestDatabase, serverInfo, type TestDatabase } from '../support/database.js';
+import { createTestDatabase, dropServerRoles, serverInfo, type TestDatabase } from '../support/database.js';
 import { tableFingerprint } from '../support/type-torture.js';
 import { withoutGuard } from './guard.js';
 
@@ -47,13 +47,7 @@ describe('restoring a dropped table undoes the drop', () => {
   afterAll(async () => {
     await db?.drop();
     if (folder) await rm(folder, { recursive: true, force: true });
-    const admin = new pg.Client({ connectionString: serverInfo().adminUrl });
-    await admin.connect();
-    try {
-      await admin.query(`DROP ROLE IF EXISTS ${quoteIdent(owner)}; DROP ROLE IF EXISTS ${quoteIdent(reader)}`);
-    } finally {
-      await admin.end();
-    }
+    await dropServerRoles([owner, reader]);
   });
 
   const capture = (table: QualifiedName) => captureTable({ database: resolveDatabase(db.url), storage, table });

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { parseStatement } from '../../src/request/statement.js';
 import { resolveTargets, type CoverageItem } from '../../src/request/targets.js';
-import type { TestDatabase } from './database.js';
+import { dropServerRoles, type TestDatabase } from './database.js';
 
 export interface RequestRow {
   id: string;
@@ -235,18 +235,6 @@ export async function createLoginRoles(
   }
   return {
     roles,
-    async dropRoles() {
-      const url = new URL(db.url);
-      url.pathname = '/postgres';
-      const dropper = new pg.Client({ connectionString: url.toString() });
-      await dropper.connect();
-      try {
-        for (const role of Object.values(roles)) {
-          await dropper.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(role)}`).catch(() => {});
-        }
-      } finally {
-        await dropper.end();
-      }
-    },
+    dropRoles: () => dropServerRoles(Object.values(roles)),
   };
 }

@@ -65,3 +65,14 @@ export async function createTestDatabase(options: { template?: string } = {}): P
     },
   };
 }
+
+/** Drop cluster-wide roles a test created (after its database is dropped: they may own nothing then). */
+export async function dropServerRoles(roles: Iterable<string>): Promise<void> {
+  const dropper = new pg.Client({ connectionString: inject('pg').adminUrl });
+  await dropper.connect();
+  try {
+    for (const role of roles) await dropper.query(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(role)}`).catch(() => {});
+  } finally {
+    await dropper.end();
+  }
+}
