@@ -1155,24 +1155,65 @@ CREATE TABLE backstop.undo_permits (
 );
 COMMENT ON TABLE backstop.undo_permits IS 'Backstop internal: what a running undo may rewrite (rows live only in its own transaction)';
 
-CREATE FUNCTION backstop._permit_undo_rewrite(restore_id bigint, relid oid, attnum integer) RETURNS void
+-- How many rows of relid were written since the request's statement rewrote it (ALTER COLUMN
+-- TYPE), or -1 when its rows no longer match the image one for one. The rewrite wrote every row
+-- with its transaction id and one command id; a row written since carries another transaction id
+-- or, written later in the same transaction, a later command id. Call it holding a lock that
+-- keeps writers out.
+CREATE FUNCTION backstop._rows_written_since_rewrite(restore backstop.restore_log, relid oid, image text) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, backstop, pg_temp
+AS $fn$
+DECLARE
+  written_since bigint;
+  table_rows bigint;
+  image_rows bigint;
+BEGIN
+  EXECUTE format('WITH x AS (SELECT ((%s::bigint) %% 4294967296)::text AS xid),
+                       c0 AS (SELECT min(t.cmin::text::bigint) AS cid FROM %s AS t, x WHERE t.xmin::text = x.xid)
+                  SELECT count(*) FILTER (WHERE t.xmin::text <> x.xid OR t.cmin::text::bigint <> c0.cid), count(*)
+                    FROM %s AS t, x, c0',
+                 coalesce((SELECT c.txid FROM backstop.request_consumptions c WHERE c.request_id = restore.request_id), -1),
+                 relid::regclass, relid::regclass)
+    INTO written_since, table_rows;
+  EXECUTE format('SELECT count(*) FROM %I.%I', restore.staging_schema, image) INTO image_rows;
+  RETURN CASE WHEN written_since = 0 AND table_rows <> image_rows THEN -1 ELSE written_since END;
+END
+$fn$;
+
+-- An undo may change back the type of the column its request changed, to the type the image
+-- has and to no other, when no row was written since (what the rewrite replaces is then exactly
+-- what the image holds). Locks the table against writers, and permits the running statement's
+-- rewrite (see _consumed_items) only then; returns the rows written since (0: permitted; -1: rows
+-- deleted or added since). Only for the staged, adopted undo of this very transaction.
+CREATE FUNCTION backstop._permit_undo_rewrite(restore_id bigint, relid oid, attnum integer) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, backstop, pg_temp
 AS $fn$
 DECLARE
   restore backstop.restore_log;
+  image jsonb;
+  image_type record;
+  written_since bigint;
 BEGIN
   SELECT * INTO restore FROM backstop.restore_log l WHERE l.id = restore_id;
-  IF NOT FOUND OR restore.status <> 'staged' OR NOT backstop._is_callers_restore(restore)
-     OR restore.adopted_txid IS DISTINCT FROM txid_current()
-     OR NOT EXISTS (SELECT FROM jsonb_array_elements(coalesce(restore.staged->'images', '[]')) i
-                     WHERE i->>'kind' = 'alter column type' AND (i->>'relid')::oid = relid
-                       AND (i->'attnums') @> to_jsonb(attnum)) THEN
+  SELECT i INTO image FROM jsonb_array_elements(coalesce(restore.staged->'images', '[]')) i
+   WHERE i->>'kind' = 'alter column type' AND (i->>'relid')::oid = relid AND (i->'attnums') @> to_jsonb(attnum);
+  IF restore.id IS NULL OR restore.status <> 'staged' OR NOT backstop._is_callers_restore(restore)
+     OR restore.adopted_txid IS DISTINCT FROM txid_current() OR image IS NULL THEN
     RAISE EXCEPTION 'restore % does not change back column % of table %', restore_id, attnum, relid USING ERRCODE = 'BS006';
   END IF;
-  INSERT INTO backstop.undo_permits (txid, statement_started_at, restore_id, coverage)
-  VALUES (txid_current(), statement_timestamp(), restore_id,
-          jsonb_build_array(jsonb_build_object('kind', 'alter column type', 'relid', relid, 'attnum', attnum)));
+  SELECT a.atttypid, a.atttypmod INTO image_type FROM pg_attribute a
+   WHERE a.attrelid = to_regclass(format('%I.%I', restore.staging_schema, image->>'image')) AND a.attname = image->>'column' AND NOT a.attisdropped;
+  EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', relid::regclass);
+  written_since := backstop._rows_written_since_rewrite(restore, relid, image->>'image');
+  IF written_since = 0 THEN
+    INSERT INTO backstop.undo_permits (txid, statement_started_at, restore_id, coverage)
+    VALUES (txid_current(), statement_timestamp(), restore_id,
+            jsonb_build_array(jsonb_build_object('kind', 'alter column type', 'relid', relid, 'attnum', attnum,
+                                                 'atttypid', image_type.atttypid, 'atttypmod', image_type.atttypmod)));
+  END IF;
+  RETURN written_since;
 END
 $fn$;
 
@@ -1189,9 +1230,13 @@ AS $fn$
      AND (NOT in_this_statement OR c.statement_started_at = statement_timestamp())
   UNION ALL
   SELECT NULL::bigint, item.kind, item.relid, item.attnum
-    FROM backstop.undo_permits p, jsonb_to_recordset(p.coverage) AS item(kind text, relid oid, attnum integer)
+    FROM backstop.undo_permits p,
+         jsonb_to_recordset(p.coverage) AS item(kind text, relid oid, attnum integer, atttypid oid, atttypmod integer)
    WHERE p.txid = txid_current_if_assigned()
      AND (NOT in_this_statement OR p.statement_started_at = statement_timestamp())
+     -- Only a change back to the image's type: not any rewrite of that column.
+     AND EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = item.relid AND a.attnum = item.attnum
+                                              AND a.atttypid = item.atttypid AND a.atttypmod = item.atttypmod)
 $fn$;
 
 -------------------------------------------------------------------------------------------------
@@ -1420,27 +1465,15 @@ BEGIN
   END IF;
 
   IF kind = 'alter column type' THEN
-    -- Rows written since the statement carry a newer xmin than the rewrite it did; a row count
-    -- that differs from the image means rows were deleted or added since.
-    -- The statement's rewrite wrote every row with its transaction id and one command id; a row
-    -- written since carries another transaction id, or (written later in the same transaction)
-    -- a later command id.
-    EXECUTE format('WITH x AS (SELECT ((%s::bigint) %% 4294967296)::text AS xid),
-                         c0 AS (SELECT min(t.cmin::text::bigint) AS cid FROM %s AS t, x WHERE t.xmin::text = x.xid)
-                    SELECT count(*) FILTER (WHERE t.xmin::text <> x.xid OR t.cmin::text::bigint <> c0.cid), count(*)
-                      FROM %s AS t, x, c0',
-                   coalesce((SELECT c.txid FROM backstop.request_consumptions c
-                              WHERE c.request_id = (SELECT l.request_id FROM backstop.restore_log l WHERE l.id = restore_id)), -1), target, target)
-      INTO written_since, missing;
-    EXECUTE format('SELECT count(*) FROM %s', image_ref) INTO image_rows;
-    IF written_since > 0 OR missing <> image_rows THEN
+    SELECT a.attnum INTO attnum FROM pg_attribute a WHERE a.attrelid = relid AND a.attname = column_name AND NOT a.attisdropped;
+    written_since := backstop._permit_undo_rewrite(restore_id, relid, attnum);
+    IF written_since <> 0 THEN
       beside := backstop._adopt_image_beside(restore_id, image, relid);
       RAISE WARNING 'Backstop did not change column % of % back: rows were written since the ALTER', quote_ident(column_name), target
         USING HINT = format('the before-image is %s; copy back the values you need by key', beside);
-      RETURN ARRAY[format('column %I of %s not changed back (%s rows written since): the image is %s', column_name, target, written_since + abs(missing - image_rows), beside)];
+      RETURN ARRAY[format('column %I of %s not changed back (%s): the image is %s', column_name, target,
+                          CASE WHEN written_since < 0 THEN 'rows deleted or added since' ELSE written_since || ' rows written since' END, beside)];
     END IF;
-    SELECT a.attnum INTO attnum FROM pg_attribute a WHERE a.attrelid = relid AND a.attname = column_name AND NOT a.attisdropped;
-    PERFORM backstop._permit_undo_rewrite(restore_id, relid, attnum);
     -- The default converted by the ALTER may not convert back: it is set again from the image.
     EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', target, column_name);
     BEGIN
@@ -1733,7 +1766,7 @@ REVOKE ALL ON FUNCTION backstop._is_staging_schema(text), backstop._is_abandoned
                        backstop._is_inert_builtin(oid), backstop._functions_restore_may_call(backstop.restore_log), backstop._free_name(text, text, bigint),
                        backstop._may_create_in(text), backstop._make_room_for(oid, text, text, bigint), backstop._owner_for(text, text, boolean, OUT text, OUT text), backstop._adopt_schema(jsonb, backstop.restore_log), backstop._adopt_object(jsonb, text, bigint, OUT text, OUT text),
                        backstop._adopt_staged(bigint), backstop._adopt_image_beside(bigint, text, oid),
-                       backstop._finish_restore(bigint, text), backstop._permit_undo_rewrite(bigint, oid, integer),
+                       backstop._finish_restore(bigint, text), backstop._permit_undo_rewrite(bigint, oid, integer), backstop._rows_written_since_rewrite(backstop.restore_log, oid, text),
                        backstop._restore_foreign_keys(jsonb), backstop._matching_key(oid, jsonb),
                        backstop._snapshot_read_refusal(text), backstop._restorable_tables(backstop.restore_log),
                        backstop._placement_refusal(backstop.restore_log, jsonb), backstop._image_refusal(backstop.restore_log, text, oid),

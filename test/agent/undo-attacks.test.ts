@@ -307,6 +307,28 @@ describe('undo attacks: plain roles and approvers (real agent)', () => {
     expect(rewrite.ok).toBe(false);
   });
 
+  it('an approver who adopted its own undo still cannot use _permit_undo_rewrite for any other type change', async () => {
+    await w.admin.query(`CREATE TABLE tariffs2 (id int PRIMARY KEY, amount numeric(10,3));
+                         INSERT INTO tariffs2 SELECT i, i + 0.125 FROM generate_series(1, 20) AS i;
+                         ALTER TABLE tariffs2 OWNER TO ${quote(w.roles.approver!)}`);
+    const requestId = await w.runApproved('ALTER TABLE tariffs2 ALTER COLUMN amount TYPE int');
+    const approver = await w.session('approver');
+    await approver.query(`CREATE FUNCTION public.rewrite_tariffs2(restore_id bigint) RETURNS void LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM backstop._adopt_staged(restore_id);
+        PERFORM backstop._permit_undo_rewrite(restore_id, 'public.tariffs2'::regclass, 2);
+        EXECUTE 'ALTER TABLE public.tariffs2 ALTER COLUMN amount TYPE bigint USING 0';
+      END $$`);
+    const restoreId = await stagedInOpenTransaction(approver, requestId);
+    expect(restoreId).not.toBeNull();
+    const rewrite = await settle(approver.query('SELECT public.rewrite_tariffs2($1::bigint)', [restoreId]));
+    await approver.query('ROLLBACK');
+    expect(rewrite.ok).toBe(false);
+    if (!rewrite.ok) expect((rewrite.error as PgError).code).toBe('BS005');
+    const { rows: [zeroed] } = await w.admin.query<{ n: number }>('SELECT count(*)::int AS n FROM tariffs2 WHERE amount = 0');
+    expect(zeroed!.n).toBe(0);
+  });
+
   it('an approver cannot record an undo as done without doing it (which stops everyone else from undoing the request)', async () => {
     await w.admin.query(`CREATE TABLE vault2 (id int PRIMARY KEY, pin text); INSERT INTO vault2 VALUES (1, '1234');
                          ALTER TABLE vault2 OWNER TO ${quote(w.roles.other!)}`);
