@@ -32,7 +32,7 @@ import { foreignKeyOrder } from './group-order.js';
 import { copyColumnsFor, copyStatement, loadRows, maintenanceWorkMemKb, raiseMaintenanceWorkMemLocal } from './load.js';
 import { takenRelationNames, truncateIdentifier } from './names.js';
 import type { SkippedAttachment } from './attach.js';
-import { foreignKeyCommentSql, foreignKeySql, ownershipSql, planRestore, sequenceResetSql, type RestorePlan, type SkippedForeignKey } from './plan.js';
+import { foreignKeyCommentSql, foreignKeySql, ownershipSql, planRestore, sequenceResetSql, type PlannedForeignKey, type RestorePlan, type SkippedForeignKey } from './plan.js';
 import { readsInPlace, verifyDataFiles, type VerifiedDataFile } from './verified-file.js';
 import { verifyRestoredRows, type RowCheck } from './verify-rows.js';
 import { relationExists } from '../db/catalog.js';
@@ -364,9 +364,10 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
 
       if (!options.dryRun) {
         for (const original of replacedOriginals) await swapIn(client, original, restored.find((r) => r.target === original.table)!.plan);
-        for (const [index, table] of restored.entries()) {
-          if (ordered[index]!.bare) continue;
-          for (const fk of table.plan.foreignKeys) await addForeignKey(client, table, fk.name, foreignKeySql(table.target, fk), logger);
+        // Bare images get nothing but their rows.
+        const built = restored.filter((_, index) => !ordered[index]!.bare);
+        for (const table of built) {
+          for (const fk of table.plan.foreignKeys) await addForeignKey(client, table, fk, logger);
         }
         for (const original of replacedOriginals) {
           for (const fk of original.referencingForeignKeys) {
@@ -382,7 +383,6 @@ export async function restoreItems(client: pg.ClientBase, storage: Storage, item
         }
         // Last, once the rows are in and every constraint holds: triggers must not fire on the
         // load, and row-level security must not filter the restore's own reads.
-        const built = restored.filter((_, index) => !ordered[index]!.bare);
         for (const table of built) {
           for (const sql of table.plan.attach) await client.query(sql);
         }
@@ -511,7 +511,7 @@ async function underSavepoint(client: pg.ClientBase, work: () => Promise<void>):
 }
 
 /** Run statements that set their own search path (captured definitions), then put the transaction's back. */
-async function keepingSearchPath(client: pg.ClientBase, work: () => Promise<void>): Promise<void> {
+export async function keepingSearchPath(client: pg.ClientBase, work: () => Promise<void>): Promise<void> {
   const { rows } = await client.query<{ path: string }>(`SELECT pg_catalog.current_setting('search_path') AS path`);
   await work();
   await client.query(`SELECT pg_catalog.set_config('search_path', $1, true)`, [rows[0]!.path]);
@@ -555,18 +555,15 @@ async function relationsRead(client: pg.ClientBase, view: QualifiedName): Promis
 }
 
 /** Add a foreign key (and its comment); one that does not hold (missing referenced rows) is reported and skipped. */
-async function addForeignKey(client: pg.ClientBase, table: RestoredTable, name: string, sql: string, logger: Logger): Promise<void> {
-  await client.query('SAVEPOINT backstop_fk');
-  try {
-    await client.query(sql);
-    const comment = foreignKeyCommentSql(table.target, table.plan.foreignKeys.find((f) => f.name === name)!);
+async function addForeignKey(client: pg.ClientBase, table: RestoredTable, fk: PlannedForeignKey, logger: Logger): Promise<void> {
+  const failure = await underSavepoint(client, async () => {
+    await client.query(foreignKeySql(table.target, fk));
+    const comment = foreignKeyCommentSql(table.target, fk);
     if (comment) await client.query(comment);
-    await client.query('RELEASE SAVEPOINT backstop_fk');
-  } catch (error) {
-    await client.query('ROLLBACK TO SAVEPOINT backstop_fk');
-    const fk = table.plan.foreignKeys.find((f) => f.name === name)!;
-    table.skippedForeignKeys.push({ name, references: fk.references, reason: describeError(error) });
-    logger.debug('foreign key skipped', { name, error: describeError(error) });
+  });
+  if (failure) {
+    table.skippedForeignKeys.push({ name: fk.name, references: fk.references, reason: failure });
+    logger.debug('foreign key skipped', { name: fk.name, error: failure });
   }
 }
 

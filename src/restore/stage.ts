@@ -24,7 +24,7 @@ import type { Acl, DependentView, TypeDefinition } from '../db/dependents.js';
 import { dependentOrder } from '../db/dependents.js';
 import { dependentCreateSql, dependentGrantSql, typeCreateSql, typeGrantSql, typeNotRecreatable } from './dependents-sql.js';
 import { foreignKeyOrder } from './group-order.js';
-import { restoreItems, type RestoreItem } from './restore.js';
+import { keepingSearchPath, restoreItems, type RestoreItem } from './restore.js';
 
 /** What backstop.agent_claim_restore hands the agent. */
 export interface ClaimedRestore {
@@ -210,20 +210,17 @@ export function planStaging(claim: ClaimedRestore, manifests: Manifest[], live: 
   }
 
   // ALTER TABLE and TRUNCATE: the tables are still there; images are read back by key.
-  const targetName = (relid: number): QualifiedName | null => {
-    const now = live.find((table) => table.relid === relid);
-    if (now) return now.name;
+  /** What a table is called now (when it is still there), and what it was called when the request was filed. */
+  const namesOf = (relid: number): QualifiedName[] => {
     const index = request.target_oids.findIndex((oid) => Number(oid) === relid);
-    return index >= 0 ? parseQualifiedName(request.targets[index]!) : null;
+    return [live.find((table) => table.relid === relid)?.name, index >= 0 ? parseQualifiedName(request.targets[index]!) : undefined]
+      .filter((name): name is QualifiedName => name !== undefined);
   };
   const manifestFor = (relid: number): Manifest => {
-    const names = [live.find((table) => table.relid === relid)?.name, (() => {
-      const index = request.target_oids.findIndex((oid) => Number(oid) === relid);
-      return index >= 0 ? parseQualifiedName(request.targets[index]!) : undefined;
-    })()].filter((name): name is QualifiedName => name !== undefined);
+    const names = namesOf(relid);
     const found = manifests.find((m) => names.some((name) => sameName(name, { schema: m.schema, table: m.table })));
     if (!found) {
-      const name = targetName(relid);
+      const name = names[0];
       throw new StagingRefusal(`request ${request.id} has no before-image of ${name ? displayName(name) : `table ${relid}`}`, {
         hint: request.command_tag === 'TRUNCATE TABLE'
           ? 'the image of a TRUNCATE is exported by the agent right after the TRUNCATE commits: try again in a moment (SELECT * FROM backstop.snapshots WHERE request_id = …)'
@@ -438,11 +435,4 @@ async function currentRole(client: pg.ClientBase): Promise<string> {
  */
 function ownedBy(acl: Acl, capturedOwner: string, role: string): Acl {
   return acl === null ? null : acl.map((entry) => ({ ...entry, grantee: entry.grantee === capturedOwner ? role : entry.grantee, grantor: entry.grantor === capturedOwner ? role : entry.grantor }));
-}
-
-/** Run statements that set their own search path (captured definitions), then put the transaction's back. */
-async function keepingSearchPath(client: pg.ClientBase, work: () => Promise<void>): Promise<void> {
-  const { rows } = await client.query<{ path: string }>(`SELECT pg_catalog.current_setting('search_path') AS path`);
-  await work();
-  await client.query(`SELECT pg_catalog.set_config('search_path', $1, true)`, [rows[0]!.path]);
 }
